@@ -1,0 +1,31 @@
+"""Adapters: one small class per model family saying where the video tokens are."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Adapter, VideoLayout
+from .qwen2_vl import Qwen2VLAdapter
+
+__all__ = ["ADAPTERS", "Adapter", "UnsupportedModelError", "VideoLayout", "adapter_for", "supported_models"]
+
+ADAPTERS: list[type[Adapter]] = [Qwen2VLAdapter]
+
+
+class UnsupportedModelError(TypeError):
+    pass
+
+
+def supported_models() -> list[str]:
+    return [name for a in ADAPTERS for name in a.model_classes]
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    for cls in ADAPTERS:
+        if cls.matches(model):
+            return cls(model)
+    supported = ", ".join(f"{a.family} ({', '.join(a.model_classes)})" for a in ADAPTERS)
+    raise UnsupportedModelError(
+        f"framefusion does not support {type(model).__name__}. Supported: {supported}. "
+        "To add a family, write an Adapter (see framefusion/adapters/qwen2_vl.py)."
+    )

@@ -1,0 +1,120 @@
+"""What an adapter tells the engine about one model family (the only model-specific code)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Adapter", "VideoLayout"]
+
+
+@dataclass
+class VideoLayout:
+    """Where the video tokens of one sample are in its LLM input sequence.
+
+    positions: (n,) sequence positions of the video tokens, ascending
+    frame: (n,) frame index of each within its video (a Qwen temporal patch counts as a frame)
+    patch: (n,) group key; equal keys = same patch position of the same video
+    """
+
+    positions: torch.Tensor
+    frame: torch.Tensor
+    patch: torch.Tensor
+
+    @classmethod
+    def empty(cls, device: torch.device | str = "cpu") -> "VideoLayout":
+        e = torch.zeros(0, dtype=torch.long, device=device)
+        return cls(e, e.clone(), e.clone())
+
+    def __len__(self) -> int:
+        return int(self.positions.numel())
+
+
+class Adapter(ABC):
+    """Model-family glue: where the video tokens are and which modules to hook."""
+
+    #: human-readable family name, e.g. "Qwen2-VL"
+    family: str = ""
+    #: transformers class names this adapter handles
+    model_classes: tuple[str, ...] = ()
+    #: example checkpoints, for the docs and error messages
+    checkpoints: tuple[str, ...] = ()
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return type(model).__name__ in cls.model_classes
+
+    @abstractmethod
+    def input_module(self) -> nn.Module:
+        """Module whose forward receives input_ids / grids / attention_mask / position_ids."""
+
+    @abstractmethod
+    def decoder_layers(self) -> nn.ModuleList:
+        """The LLM decoder layers, in order."""
+
+    @abstractmethod
+    def text_config(self) -> Any:
+        """Config of the LLM (num_hidden_layers, _attn_implementation)."""
+
+    def install(self, record) -> list:
+        """Extra hooks for inputs the input module does not see; ``record(name, value)`` keeps a value
+        for the next prefill in this thread. Returns handles with ``remove()``."""
+        return []
+
+    @abstractmethod
+    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
+        """One layout per sample from the input module's kwargs; None if the inputs carry no ids."""
+
+    def decode_position_ids(self, untouched_length: int, q: int, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """position_ids for ``q`` new tokens when a decode call passes none (a hand-written loop).
+
+        ``untouched_length`` is the cache length the untouched model would have. Default: 1-D
+        positions continuing from it.
+        """
+        ref = inputs.get("input_ids")
+        ref = ref if ref is not None else inputs["inputs_embeds"]
+        pos = torch.arange(untouched_length, untouched_length + q, device=ref.device)
+        return pos[None].expand(ref.shape[0], -1)
+
+    def attention_probe(
+        self, layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Query of token ``last[b]`` of each row and keys of all tokens at ``layer``, positions applied.
+
+        Returns (q (b, heads, d), k (b, kv_heads, L, d), scaling). Default: a Llama/Qwen2-style
+        layer (input_layernorm, self_attn.q_proj/k_proj, optional q_norm/k_norm, rotate-half RoPE
+        with cos/sin of shape (b, L, d)).
+        """
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        b, length, _ = x.shape
+        head_dim = attn.head_dim
+        rows = torch.arange(b, device=x.device)
+        q = attn.q_proj(x[rows, last][:, None]).view(b, 1, -1, head_dim)
+        k = attn.k_proj(x).view(b, length, -1, head_dim)
+        if getattr(attn, "q_norm", None) is not None:
+            q = attn.q_norm(q)
+        if getattr(attn, "k_norm", None) is not None:
+            k = attn.k_norm(k)
+        q = q.transpose(1, 2)  # (b, h, 1, d)
+        k = k.transpose(1, 2)  # (b, kv, L, d)
+        q = _rope(q, cos[rows, last][:, None], sin[rows, last][:, None])
+        k = _rope(k, cos, sin)
+        return q[:, :, 0], k, float(attn.scaling)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
+    return x * cos + _rotate_half(x) * sin

@@ -1,0 +1,118 @@
+"""Qwen2-VL and Qwen2.5-VL.
+
+Layout (transformers 5): each video is ``<|vision_start|>`` + a contiguous block of
+``t * (h/m) * (w/m)`` video tokens + ``<|vision_end|>``, with ``(t, h, w) = video_grid_thw[i]`` in
+patches and ``m`` the spatial merge size. Tokens are ordered temporal patch (2 frames), row,
+column, so the frame of token ``j`` in its block is ``j // (h/m * w/m)`` and its patch is the rest.
+Videos appear in ``video_grid_thw`` in sequence order, sample after sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Adapter, VideoLayout
+
+__all__ = ["Qwen2VLAdapter"]
+
+
+class Qwen2VLAdapter(Adapter):
+    family = "Qwen2-VL / Qwen2.5-VL"
+    model_classes = (
+        "Qwen2VLForConditionalGeneration",
+        "Qwen2VLModel",
+        "Qwen2_5_VLForConditionalGeneration",
+        "Qwen2_5_VLModel",
+    )
+    checkpoints = (
+        "Qwen/Qwen2-VL-7B-Instruct",
+        "Qwen/Qwen2.5-VL-3B-Instruct",
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+    )
+
+    def _base(self):
+        m = self.model
+        return m.model if hasattr(m, "lm_head") else m
+
+    def input_module(self):
+        return self._base()
+
+    def decoder_layers(self):
+        return self._base().language_model.layers
+
+    def text_config(self):
+        return self._base().language_model.config
+
+    def install(self, record) -> list:
+        # generate() runs the vision tower before the first forward and then passes
+        # video_grid_thw=None to it; keep the grids from get_video_features.
+        base = self._base()
+        original = base.get_video_features
+
+        def get_video_features(pixel_values_videos, video_grid_thw=None, *args, **kwargs):
+            record("video_grid_thw", video_grid_thw)
+            return original(pixel_values_videos, video_grid_thw, *args, **kwargs)
+
+        base.get_video_features = get_video_features
+        return [_InstanceAttribute(base, "get_video_features")]
+
+    def decode_position_ids(self, untouched_length: int, q: int, inputs: dict[str, Any]) -> torch.Tensor | None:
+        # What the untouched model computes without position_ids: cache length + rope delta.
+        deltas = self._base().rope_deltas
+        if deltas is None:
+            return None
+        pos = super().decode_position_ids(untouched_length, q, inputs)
+        pos = pos + deltas.to(pos.device).reshape(-1, 1)
+        return pos[None].expand(3, -1, -1)
+
+    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
+        input_ids = inputs.get("input_ids")
+        if input_ids is None:
+            return None
+        config = self._base().config
+        grids = inputs.get("video_grid_thw")
+        batch = input_ids.shape[0]
+        device = input_ids.device
+        if grids is None or len(grids) == 0:
+            return [VideoLayout.empty(device) for _ in range(batch)]
+        type_ids = inputs.get("mm_token_type_ids")
+        is_video = type_ids == 2 if type_ids is not None else input_ids == config.video_token_id
+        merge = config.vision_config.spatial_merge_size
+        grids = [tuple(int(v) for v in g) for g in grids.tolist()]
+        layouts, video = [], 0
+        for b in range(batch):
+            positions = is_video[b].nonzero(as_tuple=True)[0]
+            frames, patches, start = [], [], 0
+            while start < positions.numel():
+                if video >= len(grids):
+                    raise ValueError(
+                        f"sample {b} has more video tokens than video_grid_thw describes ({len(grids)} videos)"
+                    )
+                t, h, w = grids[video]
+                per_frame = (h // merge) * (w // merge)
+                count = t * per_frame
+                local = torch.arange(count, device=device)
+                frames.append(local // per_frame)
+                patches.append(local % per_frame + video * (1 << 24))  # unique key per video
+                start += count
+                video += 1
+            if start != positions.numel():
+                raise ValueError(f"sample {b}: video tokens do not match video_grid_thw")
+            if frames:
+                layouts.append(VideoLayout(positions, torch.cat(frames), torch.cat(patches)))
+            else:
+                layouts.append(VideoLayout.empty(device))
+        return layouts
+
+
+class _InstanceAttribute:
+    """Removes an attribute set on an instance, uncovering the class's own."""
+
+    def __init__(self, obj, name: str):
+        self.obj, self.name = obj, name
+
+    def remove(self) -> None:
+        if self.name in vars(self.obj):
+            delattr(self.obj, self.name)

@@ -1,0 +1,328 @@
+"""Tiny, fully offline Qwen2-VL / Qwen2.5-VL models, processors and synthetic videos.
+
+Everything here is built in memory (no hub downloads): a byte-level BPE tokenizer with the
+Qwen special tokens and a Qwen-style chat template, the real Qwen2-VL image/video processors
+configured small, randomly initialised (seeded) models, and PyAV-based video helpers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import pre_tokenizers
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2Tokenizer,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+__all__ = [
+    "FAMILIES",
+    "SPECIAL_TOKENS",
+    "TINY_CHAT_TEMPLATE",
+    "build_tiny",
+    "build_tiny_model",
+    "build_tiny_processor",
+    "build_tiny_tokenizer",
+    "demo_video_path",
+    "make_synthetic_video",
+    "read_video",
+    "tiny_token_ids",
+    "write_video",
+]
+
+FAMILIES: dict[str, tuple[type[ProcessorMixin], type[PreTrainedModel], type]] = {
+    "qwen2_vl": (Qwen2VLProcessor, Qwen2VLForConditionalGeneration, Qwen2VLConfig),
+    "qwen2_5_vl": (Qwen2_5_VLProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig),
+}
+
+# Same relative order as the real Qwen2-VL vocabulary; they get the last ids of the tiny vocab.
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Words whose byte-level spellings (with and without a leading space) become BPE merges.
+_WORDS: tuple[str, ...] = (
+    "the", "a", "an", "and", "of", "in", "is", "it", "to", "on", "this", "that", "what", "video",
+    "image", "frame", "describe", "happening", "moves", "object", "red", "green", "blue", "circle",
+    "square", "left", "right", "up", "down", "you", "are", "assistant", "user", "system", "helpful",
+)  # fmt: skip
+
+# Qwen-style ChatML template (written for this project): text, image and video content items.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' or 'image' in item %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'video' or 'video' in item %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in item %}{{ item['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# A 112x112 frame stays 112x112 (8x8 patches of 14 -> 4x4 = 16 merged tokens per temporal patch);
+# larger frames are shrunk to at most 224*224 pixels.
+MIN_PIXELS = 56 * 56
+MAX_PIXELS = 224 * 224
+_VISION_KW: dict[str, Any] = dict(
+    patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
+)
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
+
+
+def build_tiny_tokenizer() -> Qwen2Tokenizer:
+    """A byte-level BPE ``Qwen2Tokenizer`` (499 tokens, last 7 special) with a Qwen chat template, in memory."""
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges: list[tuple[str, str]] = []
+    # space-prefixed spellings first ("Ġ" is the byte-level space) so " word" stays one token
+    for spelled in [f"\u0120{w}" for w in _WORDS] + list(_WORDS):
+        cur = spelled[0]
+        for ch in spelled[1:]:
+            if cur + ch not in vocab:
+                vocab[cur + ch] = len(vocab)
+                merges.append((cur, ch))
+            cur += ch
+    for tok in SPECIAL_TOKENS:
+        vocab[tok] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
+        padding_side="left",
+        model_max_length=32768,
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_processor(family: str = "qwen2_vl") -> Qwen2VLProcessor | Qwen2_5_VLProcessor:
+    """A real Qwen2-VL / Qwen2.5-VL processor built offline (left padding, no fps frame sampling)."""
+    _check_family(family)
+    return FAMILIES[family][0](
+        image_processor=Qwen2VLImageProcessor(**_VISION_KW),
+        tokenizer=build_tiny_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(**_VISION_KW, do_sample_frames=False, cap_pixels_per_frame=False),
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+
+
+def tiny_token_ids(processor: Any = None) -> dict[str, int]:
+    """Special-token ids (image, video, vision_start/end, im_start/end, endoftext, pad, eos) + vocab_size.
+
+    ``processor`` may be a processor or a tokenizer; by default the tiny tokenizer is used.
+    """
+    tok = build_tiny_tokenizer() if processor is None else getattr(processor, "tokenizer", processor)
+    ids = {
+        name: tok.convert_tokens_to_ids(f"<|{name}|>")
+        for name in ("vision_start", "vision_end", "im_start", "im_end", "endoftext")
+    }
+    ids.update(
+        image=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video=tok.convert_tokens_to_ids("<|video_pad|>"),
+        pad=tok.pad_token_id,
+        eos=tok.eos_token_id,
+        vocab_size=len(tok),
+    )
+    return ids
+
+
+def build_tiny_model(
+    family: str = "qwen2_vl",
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    vision_depth: int = 1,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    processor: ProcessorMixin | None = None,
+) -> Qwen2VLForConditionalGeneration | Qwen2_5_VLForConditionalGeneration:
+    """A randomly initialised (seeded) tiny VLM in eval mode whose token ids match the tiny processor."""
+    _check_family(family)
+    _, model_cls, config_cls = FAMILIES[family]
+    ids = tiny_token_ids(processor)
+    head_dim = hidden_size // num_heads
+    if head_dim % 2 or hidden_size % num_heads:
+        raise ValueError(f"hidden_size={hidden_size} / num_heads={num_heads} must give an even head_dim")
+    half = head_dim // 2  # M-RoPE splits the rotary half-dim into (temporal, height, width)
+    mrope_section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text_config = dict(
+        vocab_size=ids["vocab_size"],
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section},
+        bos_token_id=ids["endoftext"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
+    )
+    vision_config: dict[str, Any] = dict(
+        depth=vision_depth, num_heads=2, patch_size=14, temporal_patch_size=2, spatial_merge_size=2
+    )
+    if family == "qwen2_vl":
+        vision_config.update(embed_dim=32, hidden_size=hidden_size, mlp_ratio=2)
+    else:
+        vision_config.update(
+            hidden_size=32,
+            intermediate_size=64,
+            out_hidden_size=hidden_size,
+            window_size=112,
+            fullatt_block_indexes=[vision_depth - 1],
+            tokens_per_second=2,
+        )
+    config = config_cls(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["image"],
+        video_token_id=ids["video"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["endoftext"],
+        eos_token_id=[ids["eos"], ids["endoftext"]],
+        pad_token_id=ids["pad"],
+        do_sample=False,
+    )
+    return model.eval()
+
+
+def build_tiny(family: str = "qwen2_vl", **kwargs: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """``(model, processor)`` for ``family``; ``kwargs`` go to :func:`build_tiny_model`."""
+    processor = kwargs.pop("processor", None) or build_tiny_processor(family)
+    return build_tiny_model(family, processor=processor, **kwargs), processor
+
+
+# --------------------------------------------------------------------------------------------- videos
+
+
+_PALETTE = ((230, 40, 40), (40, 200, 60), (40, 90, 240), (245, 220, 40), (240, 60, 220), (40, 220, 230))
+
+
+def make_synthetic_video(num_frames: int = 16, size: int = 112, seed: int = 0, num_objects: int = 2) -> np.ndarray:
+    """``(T, size, size, 3)`` uint8 frames: a still textured background plus smoothly moving shapes.
+
+    The background is bit-identical in every frame, so pixels that no object covers are truly redundant.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    background = np.empty((size, size, 3), np.float32)
+    for c in range(3):  # smooth stripes + a checkerboard of random tints
+        fx, fy, phase = rng.uniform(1, 4), rng.uniform(1, 4), rng.uniform(0, 2 * np.pi)
+        background[..., c] = 90 + 40 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)
+    cells = rng.integers(-25, 26, size=(8, 8, 3)).astype(np.float32)
+    background += np.kron(cells, np.ones((size // 8 + 1, size // 8 + 1, 1)))[:size, :size]
+    background = background.clip(0, 255).astype(np.uint8)
+
+    frames = np.repeat(background[None], num_frames, axis=0)
+    flip = rng.integers(0, 2, 2)
+    for k in range(num_objects):
+        color = np.array(_PALETTE[k % len(_PALETTE)], np.uint8)
+        radius = rng.uniform(0.08, 0.14) * size
+        start = rng.uniform(radius, 0.35 * size, 2)  # near a corner (a different one per object) ...
+        start = np.where((np.array([k, k >> 1]) ^ flip) & 1, size - start, start)
+        end = size - start  # ... moving to the opposite one
+        is_square = k % 2 == 1
+        for t in range(num_frames):
+            cy, cx = start + (end - start) * (t / max(num_frames - 1, 1))
+            dy, dx = np.abs(yy * size - cy), np.abs(xx * size - cx)
+            mask = np.maximum(dy, dx) <= radius if is_square else dy**2 + dx**2 <= radius**2
+            frames[t][mask] = color
+    return frames
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
+    """Encode ``(T, H, W, 3)`` uint8 frames to an H.264 (or MPEG-4 part 2) ``.mp4`` with PyAV."""
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"expected non-empty (T, H, W, 3) frames, got shape {frames.shape}")
+    frames = frames.astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        try:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.options = {"crf": "18", "preset": "veryslow", "threads": "1"}
+        except (ValueError, av.FFmpegError):  # no x264 in this PyAV build
+            stream = container.add_stream("mpeg4", rate=fps)
+            stream.bit_rate = 400_000
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def read_video(path: str | Path, num_frames: int | None = None) -> np.ndarray:
+    """Decode a video to ``(T, H, W, 3)`` uint8 RGB; with ``num_frames``, sample that many uniformly.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the path) for an empty,
+    corrupt or frameless one.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"video file is empty: {path}")
+    if num_frames is not None and num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"no video stream in {path}")
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except av.FFmpegError as err:
+        raise ValueError(f"could not decode video {path}: {err}") from err
+    if not frames:
+        raise ValueError(f"no decodable frames in video {path}")
+    video = np.stack(frames)
+    if num_frames is not None:
+        video = video[np.linspace(0, len(video) - 1, num_frames).round().astype(int)]
+    return video
+
+
+def demo_video_path() -> Path:
+    """Path of the shipped 16-frame 112x112 demo video (regenerate with ``scripts/make_demo_video.py``)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "demo.mp4"

@@ -1,0 +1,59 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+from framefusion.models import build_tiny_processor, make_synthetic_video  # noqa: E402
+
+FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
+
+
+@pytest.fixture(scope="session")
+def processors():
+    return {f: build_tiny_processor(f) for f in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def videos():
+    """Synthetic videos: still background, moving shapes (real adjacent-frame redundancy)."""
+    return {
+        16: make_synthetic_video(num_frames=16, size=112, seed=0),
+        8: make_synthetic_video(num_frames=8, size=112, seed=1, num_objects=3),
+        2: make_synthetic_video(num_frames=2, size=112, seed=2),
+    }
+
+
+def chat(processor, question: str, media: str | None = "video") -> str:
+    content = ([{"type": media}] if media else []) + [{"type": "text", "text": question}]
+    return processor.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
+
+
+def make_inputs(processor, questions, videos=None, images=None, media="video"):
+    texts = [chat(processor, q, media) for q in questions]
+    kwargs = {}
+    if videos is not None:
+        kwargs["videos"] = videos
+    if images is not None:
+        kwargs["images"] = images
+    return processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+
+
+def greedy(model, inputs, n=4):
+    """Greedy generation of exactly n tokens; returns (tokens, per-step logits (b, n, vocab))."""
+    with torch.no_grad():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    prompt = inputs["input_ids"].shape[1]
+    return out.sequences[:, prompt:], torch.stack(out.logits, dim=1)

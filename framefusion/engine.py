@@ -295,8 +295,7 @@ class FrameFusionHandle:
 
     def _importance(self, call: _Call, layer, hidden, cos, sin) -> torch.Tensor:
         """(b, Lc) attention of each row's last token to every slot, averaged over heads (float32)."""
-        _load_offloaded_weights(layer)
-        device = next(layer.parameters()).device
+        device = _execution_device(layer, hidden.device)
         if call.valid is None:
             last = torch.full((hidden.shape[0],), hidden.shape[1] - 1, dtype=torch.long)
         else:  # the last real token of each row
@@ -434,11 +433,17 @@ def _attention_impl(adapter: Adapter) -> str:
     return impl
 
 
-def _load_offloaded_weights(layer: nn.Module) -> None:
-    """Under accelerate offload, a layer's weights arrive only in its own forward: load them now."""
-    hook = getattr(layer, "_hf_hook", None)
-    if hook is not None and getattr(hook, "offload", False) and hasattr(hook, "pre_forward"):
-        hook.pre_forward(layer)
+def _execution_device(layer: nn.Module, fallback: torch.device) -> torch.device:
+    """Where ``layer`` computes. Under accelerate dispatch its weights may sit on the meta device
+    until its (or its submodules') own hooks load them; their execution device says where."""
+    for module in layer.modules():
+        hook = getattr(module, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    for p in layer.parameters():
+        return p.device if p.device.type != "meta" else fallback
+    return fallback
 
 
 def _make_method(config: Any) -> tuple[ReductionMethod, float | None]:

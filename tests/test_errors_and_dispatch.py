@@ -1,0 +1,106 @@
+"""Clear errors for bad configs and models; hooks under accelerate dispatch with offload."""
+
+import math
+
+import pytest
+import torch
+from conftest import greedy, make_inputs
+
+import framefusion
+from framefusion import FrameFusionConfig
+from framefusion.models import build_tiny_model
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"cost": 0.0}, ["cost", "(0, 1]", "0.0"]),
+        ({"cost": -0.2}, ["cost", "(0, 1]"]),
+        ({"cost": 1.01}, ["cost", "1.01"]),
+        ({"cost": math.nan}, ["cost", "NaN"]),
+        ({"cost": "0.3"}, ["cost", "number", "'0.3'"]),
+        ({"cost": True}, ["cost", "number"]),
+        ({"similarity_threshold": math.nan}, ["similarity_threshold", "NaN"]),
+        ({"similarity_threshold": -1.5}, ["similarity_threshold", "-1.5"]),
+        ({"similarity_threshold": math.inf}, ["similarity_threshold", "finite"]),
+        ({"ratio_threshold": 1.5}, ["ratio_threshold", "[0, 1]", "1.5"]),
+        ({"ratio_threshold": -0.1}, ["ratio_threshold", "-0.1"]),
+        ({"ratio_threshold": None}, ["ratio_threshold", "None"]),
+    ],
+)
+def test_invalid_config_names_value_and_range(kwargs, words):
+    with pytest.raises((ValueError, TypeError)) as err:
+        FrameFusionConfig(**kwargs)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_valid_config_edges():
+    assert FrameFusionConfig(cost=1).cost == 1.0
+    assert FrameFusionConfig(similarity_threshold=-1, ratio_threshold=0).ratio_threshold == 0.0
+    assert FrameFusionConfig(similarity_threshold=2.0).similarity_threshold == 2.0  # merging off
+
+
+def test_unsupported_model_lists_supported():
+    with pytest.raises(framefusion.UnsupportedModelError) as err:
+        framefusion.apply(torch.nn.Linear(2, 2))
+    msg = str(err.value)
+    assert "Linear" in msg
+    for name in framefusion.supported_models():
+        assert name in msg
+
+
+def test_unsupported_config_type():
+    with pytest.raises(TypeError, match="FrameFusionConfig"):
+        framefusion.apply(torch.nn.Linear(2, 2), {"cost": 0.3})
+
+
+def test_apply_twice_refuses_and_remove_twice_is_harmless(processors):
+    model = build_tiny_model("qwen2_vl", num_layers=2, processor=processors["qwen2_vl"])
+    handle = framefusion.apply(model)
+    with pytest.raises(RuntimeError, match="already applied"):
+        framefusion.apply(model)
+    handle.remove()
+    handle.remove()
+    framefusion.apply(model).remove()  # after removal, applying again works
+
+
+def test_unsupported_attention_implementation(processors):
+    model = build_tiny_model("qwen2_vl", num_layers=2, processor=processors["qwen2_vl"])
+    model.config.text_config._attn_implementation = "flex_attention"
+    with pytest.raises(ValueError, match="flex_attention.*sdpa"):
+        framefusion.apply(model)
+
+
+def test_accelerate_dispatch_with_cpu_and_disk_offload(processors, videos, tmp_path):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    processor = processors["qwen2_vl"]
+    reference = build_tiny_model("qwen2_vl", num_layers=4, processor=processor)
+    reference.save_pretrained(tmp_path / "model")
+    device_map = {
+        "model.visual": "cpu",
+        "model.language_model.embed_tokens": "cpu",
+        "model.language_model.layers.0": "cpu",
+        "model.language_model.layers.1": "disk",
+        "model.language_model.layers.2": "disk",
+        "model.language_model.layers.3": "cpu",
+        "model.language_model.norm": "cpu",
+        "model.language_model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
+    offloaded = Qwen2VLForConditionalGeneration.from_pretrained(
+        tmp_path / "model", device_map=device_map, offload_folder=str(tmp_path / "offload")
+    ).eval()
+    assert hasattr(offloaded.model.language_model.layers[1], "_hf_hook")
+    inputs = make_inputs(processor, ["What moves?"], [videos[16]])
+    config = FrameFusionConfig(cost=0.3, similarity_threshold=0.95, ratio_threshold=0.5)
+    results = []
+    for m in (reference, offloaded):
+        with framefusion.apply(m, config) as handle:
+            results.append((*greedy(m, inputs, n=4), handle.last_report()))
+    (t0, l0, r0), (t1, l1, r1) = results
+    assert any(d.kind == "prune" for d in r0.decisions[0]), "the case must exercise pruning"
+    assert r0.vision_tokens_per_layer == r1.vision_tokens_per_layer
+    assert torch.equal(t0, t1)
+    torch.testing.assert_close(l0, l1, atol=1e-5, rtol=1e-5)

@@ -123,13 +123,17 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_tiny_processor(family: str = "qwen2_vl") -> Qwen2VLProcessor | Qwen2_5_VLProcessor:
-    """A real Qwen2-VL / Qwen2.5-VL processor built offline (left padding, no fps frame sampling)."""
+def build_tiny_processor(family: str = "qwen2_vl", max_pixels: int = MAX_PIXELS) -> Qwen2VLProcessor | Qwen2_5_VLProcessor:
+    """A real Qwen2-VL / Qwen2.5-VL processor built offline (left padding, no fps frame sampling).
+
+    Frames larger than ``max_pixels`` pixels are shrunk to fit.
+    """
     _check_family(family)
+    kw = dict(_VISION_KW, max_pixels=max_pixels)
     return FAMILIES[family][0](
-        image_processor=Qwen2VLImageProcessor(**_VISION_KW),
+        image_processor=Qwen2VLImageProcessor(**kw),
         tokenizer=build_tiny_tokenizer(),
-        video_processor=Qwen2VLVideoProcessor(**_VISION_KW, do_sample_frames=False, cap_pixels_per_frame=False),
+        video_processor=Qwen2VLVideoProcessor(**kw, do_sample_frames=False, cap_pixels_per_frame=False),
         chat_template=TINY_CHAT_TEMPLATE,
     )
 

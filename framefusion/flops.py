@@ -1,0 +1,35 @@
+"""FLOPs of an LLM prefill under a tokens-per-layer schedule (the ideal that timings are held to)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+__all__ = ["layer_flops", "prefill_flops", "flop_ratio"]
+
+
+def layer_flops(config: Any, n: int) -> float:
+    """Multiply-adds x 2 of one decoder layer over ``n`` tokens at prefill (causal attention).
+
+    Counts the q/k/v/o projections, the two attention products over the causal half, and a gated
+    MLP (three d x f matrices), which is the shape of Qwen2, Llama and their relatives.
+    """
+    d = config.hidden_size
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or d // heads
+    f = config.intermediate_size
+    projections = 2 * n * d * (heads * head_dim + 2 * kv * head_dim) + 2 * n * heads * head_dim * d
+    attention = 2 * 2 * heads * head_dim * n * (n + 1) / 2
+    mlp = 3 * 2 * n * d * f
+    return float(projections + attention + mlp)
+
+
+def prefill_flops(config: Any, text_tokens: int, vision_per_layer: Sequence[int]) -> float:
+    """Total over layers, with ``text_tokens`` plus ``vision_per_layer[i]`` tokens at layer i."""
+    return sum(layer_flops(config, text_tokens + v) for v in vision_per_layer)
+
+
+def flop_ratio(config: Any, text_tokens: int, vision_tokens: int, vision_per_layer: Sequence[int]) -> float:
+    """Untouched / reduced prefill FLOPs: the speed-up a perfect implementation would reach."""
+    full = prefill_flops(config, text_tokens, [vision_tokens] * len(vision_per_layer))
+    return full / prefill_flops(config, text_tokens, vision_per_layer)

@@ -52,6 +52,8 @@ class _Call:
     index: torch.Tensor | None = None  # (b, Lc) original position per slot, -1 for padding; None: not repacked
     valid: torch.Tensor | None = None  # (b, Lc) slot holds a real token
     mask_cache: tuple | None = None  # (key, mask) of the current prefill mask
+    position_cache: tuple | None = None  # (key, (cos, sin)) gathered for the current index
+    attention: str = "sdpa"  # the model's attention implementation for this call
     layer_valid: dict = field(default_factory=dict)  # layer -> (b, Lc) key validity of its prefill cache
     layer_length: dict = field(default_factory=dict)  # layer -> prefill cache length
     cache_ref: Any = None
@@ -160,7 +162,7 @@ class FrameFusionHandle:
             ordinal[layout.positions] = torch.arange(len(layout), device=input_ids.device)
             state = self.method.start(len(layout), self.num_layers, sample=b) if len(layout) else None
             samples.append(_Sample(layout, state, kept, ordinal[kept]))
-        call = _Call(samples, length)
+        call = _Call(samples, length, attention=_attention_impl(self.adapter))
         call.valid = valid
         return call
 
@@ -190,7 +192,10 @@ class FrameFusionHandle:
         def positions():
             if call.index is None:
                 return full_cos, full_sin
-            return _gather(full_cos, call.index), _gather(full_sin, call.index)
+            key = (full_cos.data_ptr(), id(call.index))
+            if call.position_cache is None or call.position_cache[0] != key:
+                call.position_cache = (key, (_gather(full_cos, call.index), _gather(full_sin, call.index)))
+            return call.position_cache[1]
 
         before = call.index
         cos, sin = positions()
@@ -215,10 +220,11 @@ class FrameFusionHandle:
 
     def _reduce(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
         """Run the method for every sample at this layer; repack the batch if anything changed."""
-        live = [b for b, s in enumerate(call.samples) if s.state is not None]
-        if not any(self.method.active(call.samples[b].state) for b in live):
-            for b in live:  # charge the layer
-                self.method.step(call.samples[b].state, self._layer_input(call, b, layer_idx, hidden, None))
+        live = [s for s in call.samples if s.state is not None and self.method.active(s.state)]
+        for s in call.samples:
+            if s.state is not None and not self.method.active(s.state):
+                self.method.idle(s.state, int((s.vision >= 0).sum()))
+        if not live:
             return hidden
         scores_cache: list = []
 
@@ -235,7 +241,7 @@ class FrameFusionHandle:
         for b, sample in enumerate(call.samples):
             slots = self._slots(call, b)
             row = hidden[b, slots]
-            if sample.state is not None:
+            if sample.state is not None and any(sample is s for s in live):
                 x = self._layer_input(call, b, layer_idx, hidden, importance_for(b))
                 red = self.method.step(sample.state, x)
                 if red is not None:
@@ -312,8 +318,8 @@ class FrameFusionHandle:
         return logits.softmax(dim=-1).mean(dim=1).to(hidden.device)
 
     def _prefill_mask(self, call: _Call, dtype: torch.dtype):
-        impl = _attention_impl(self.adapter)
-        key = (impl, dtype, call.index.data_ptr(), tuple(call.index.shape))
+        impl = call.attention
+        key = (impl, dtype, id(call.index))
         if call.mask_cache is not None and call.mask_cache[0] == key:
             return call.mask_cache[1]
         valid = call.valid
@@ -392,7 +398,7 @@ class FrameFusionHandle:
         else:
             new_valid = torch.ones(valid.shape[0], width, dtype=torch.bool, device=valid.device)
         keys = torch.cat([valid, new_valid], dim=1)  # (b, K)
-        impl = _attention_impl(self.adapter)
+        impl = call.attention
         if impl.startswith("flash"):
             mask = None if bool(keys.all()) else keys.long()
         elif impl == "sdpa" and q == 1 and bool(keys.all()):

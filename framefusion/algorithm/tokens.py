@@ -47,12 +47,14 @@ def adjacent_similarity(hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tenso
     cannot occur.
     """
     x = hidden.float()
-    x = x / x.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+    inv_norm = x.norm(dim=-1).clamp_min(_NORM_EPS).reciprocal()
     has_prev = prev >= 0
     sim = torch.full((hidden.shape[0],), float("-inf"), dtype=torch.float32, device=hidden.device)
     idx = has_prev.nonzero(as_tuple=True)[0]
     if idx.numel():
-        sim[idx] = (x[idx] * x[prev[idx]]).sum(-1)
+        p = prev[idx]
+        dots = (x[idx] * x[p]).sum(-1)
+        sim[idx] = (dots * inv_norm[idx] * inv_norm[p]).clamp(-1.0, 1.0)
     return sim
 
 

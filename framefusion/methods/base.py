@@ -53,7 +53,11 @@ class ReductionMethod(ABC):
 
     @abstractmethod
     def active(self, state: Any) -> bool:
-        """Whether the method may still change tokens (the engine skips work when no sample is)."""
+        """Whether the method may still change tokens."""
+
+    @abstractmethod
+    def idle(self, state: Any, num_tokens: int) -> None:
+        """Record a layer passed with ``num_tokens`` tokens once ``active`` is False (no step call)."""
 
     @abstractmethod
     def achieved_cost(self, state: Any) -> float:

@@ -62,6 +62,9 @@ class FrameFusion(ReductionMethod):
     def active(self, state: FrameFusionState) -> bool:
         return state.stage != DONE
 
+    def idle(self, state: FrameFusionState, num_tokens: int) -> None:
+        state.budget.charge(num_tokens)
+
     def achieved_cost(self, state: FrameFusionState) -> float:
         return state.budget.achieved()
 

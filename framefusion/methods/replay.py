@@ -37,6 +37,9 @@ class Replay(ReductionMethod):
     def active(self, state: _ReplayState) -> bool:
         return any(layer >= len(state.counts) for layer in state.decisions)
 
+    def idle(self, state: _ReplayState, num_tokens: int) -> None:
+        state.counts.append(num_tokens)
+
     def achieved_cost(self, state: _ReplayState) -> float:
         if not state.num_tokens:
             return 1.0

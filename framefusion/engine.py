@@ -147,7 +147,7 @@ class FrameFusionHandle:
         batch, length = input_ids.shape
         mask = kwargs.get("attention_mask")
         valid = mask.bool() if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
-        if layouts is None or all(len(l) == 0 for l in layouts):
+        if layouts is None or all(len(layout) == 0 for layout in layouts):
             self._store_report(self._empty_report(batch))
             return None
         samples = []

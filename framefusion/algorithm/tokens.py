@@ -47,7 +47,13 @@ def adjacent_similarity(hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tenso
     cannot occur.
     """
     x = hidden.float()
-    inv_norm = x.norm(dim=-1).clamp_min(_NORM_EPS).reciprocal()
+    norm = x.norm(dim=-1)
+    if not bool(torch.isfinite(norm).all()) or bool((norm < 1e-18).any()):
+        # squares overflow or underflow in float32 (e.g. huge bf16 values): cosine is scale-free,
+        # so scale every row by its largest entry first
+        x = x / x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        norm = x.norm(dim=-1)
+    inv_norm = norm.clamp_min(_NORM_EPS).reciprocal()
     has_prev = prev >= 0
     sim = torch.full((hidden.shape[0],), float("-inf"), dtype=torch.float32, device=hidden.device)
     idx = has_prev.nonzero(as_tuple=True)[0]

@@ -83,7 +83,7 @@ class FrameFusion(ReductionMethod):
 
         prev = previous_same_patch(x.patch)
         sim = adjacent_similarity(x.hidden, prev)
-        similar = sim >= self.similarity_threshold
+        similar = (sim >= self.similarity_threshold) & (prev >= 0)
         s = int(similar.sum())
         share = s / n
 

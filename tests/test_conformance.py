@@ -1,0 +1,164 @@
+"""The conformance suite every model family passes (tiny random-weight models, real processors).
+
+Adding a family = an adapter file, a tiny builder in framefusion/models/zoo.py, and its name below.
+"""
+
+import pytest
+import torch
+from conftest import greedy
+
+import framefusion
+from framefusion import FrameFusionConfig, Replay
+from framefusion.models.zoo import build, video_inputs
+
+FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
+
+NOOP = FrameFusionConfig(cost=1.0, similarity_threshold=1.5, ratio_threshold=0.1)
+_CACHE: dict = {}
+
+
+def tiny(family, attn="sdpa", num_layers=4):
+    key = (family, attn, num_layers)
+    if key not in _CACHE:
+        _CACHE[key] = build(family, num_layers=num_layers, attn_implementation=attn)
+    return _CACHE[key]
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
+
+
+def _video_token_positions(model, inputs, b=0):
+    ids = inputs["input_ids"][b]
+    return (ids == model.config.video_token_id).nonzero().flatten().tolist()
+
+
+def test_noop_is_bitwise_identical_and_remove_restores(family, videos):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["What moves in the video?"], [videos[16]])
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    tokens, step_logits = greedy(model, inputs, n=5)
+    with framefusion.apply(model, NOOP) as handle:
+        with torch.no_grad():
+            assert torch.equal(model(**inputs).logits, logits)
+        t2, l2 = greedy(model, inputs, n=5)
+        report = handle.last_report()
+    n = len(_video_token_positions(model, inputs))
+    assert report.vision_tokens == [n] and report.vision_tokens_per_layer == [[n] * report.num_layers]
+    assert torch.equal(t2, tokens) and torch.equal(l2, step_logits)
+    t3, l3 = greedy(model, inputs, n=5)
+    assert torch.equal(t3, tokens) and torch.equal(l3, step_logits)
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("cost", [0.1, 0.3, 0.7, 1.0])
+@pytest.mark.parametrize("threshold", [0.5, 0.95, 1.5])
+def test_budget_never_exceeded(family, videos, cost, threshold):
+    model, processor = tiny(family, num_layers=6)
+    inputs = video_inputs(processor, ["Which shape is fastest?", "Count."], [videos[16], videos[8]])
+    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=threshold)) as handle:
+        with torch.no_grad():
+            model(**inputs)
+        report = handle.last_report()
+    layers = report.num_layers
+    assert layers == model.config.get_text_config().num_hidden_layers
+    for b, (n, counts, achieved) in enumerate(
+        zip(report.vision_tokens, report.vision_tokens_per_layer, report.achieved_cost)
+    ):
+        assert n == len(_video_token_positions(model, inputs, b))
+        assert achieved == pytest.approx(sum(counts) / (layers * n))
+        assert achieved <= cost + 1e-12
+        assert all(a >= b for a, b in zip(counts, counts[1:]))
+        if threshold > 1:  # pruning alone fills the budget to whole tokens
+            assert cost - achieved < 1 / n + 1e-12
+
+
+def test_text_untouched_and_positions_preserved(family, videos):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["Where does the red shape go?"], [videos[16]])
+    last = model.model.language_model.layers[-1] if hasattr(model.model, "language_model") else None
+    seen = {}
+
+    def capture(module, args, kwargs):
+        seen["cos"], seen["sin"] = (t.clone() for t in kwargs["position_embeddings"])
+
+    hook = last.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**inputs)
+            full_cos, full_sin = seen["cos"], seen["sin"]
+            with framefusion.apply(model, FrameFusionConfig(cost=0.3)) as handle:
+                hook.remove()  # re-register after framefusion's own hook so it sees what the layer gets
+                hook = last.register_forward_pre_hook(capture, with_kwargs=True)
+                model(**inputs)
+                report = handle.last_report()
+    finally:
+        hook.remove()
+    kept = report.kept_positions[0]
+    video = set(_video_token_positions(model, inputs))
+    assert set(range(inputs["input_ids"].shape[1])) - video <= set(kept)  # all text kept
+    assert len(set(kept) & video) == report.vision_tokens_per_layer[0][-1]
+    torch.testing.assert_close(seen["cos"][0], full_cos[0, kept], rtol=0, atol=0)
+    torch.testing.assert_close(seen["sin"][0], full_sin[0, kept], rtol=0, atol=0)
+
+
+def _extend(inputs, generated):
+    """Prompt + generated tokens as one cache-free input (per-token tensors padded with zeros)."""
+    out = dict(inputs)
+    length = inputs["input_ids"].shape[1]
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape[1] == length:
+            fill = torch.ones_like(generated) if key == "attention_mask" else torch.zeros_like(generated)
+            out[key] = torch.cat([value, generated if key == "input_ids" else fill.to(value.dtype)], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("cost", [0.2, 0.5])
+def test_exact_decoding_matches_cache_free_replay(family, videos, cost):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["Which object moves first?"], [videos[16]])
+    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=0.9)) as handle:
+        tokens, step_logits = greedy(model, inputs, n=4)
+        report = handle.last_report()
+    assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
+    with framefusion.apply(model, Replay(report.decisions)) as replay:
+        for i in range(tokens.shape[1]):
+            with torch.no_grad():
+                logits = model(**_extend(inputs, tokens[:, :i]), use_cache=False).logits[:, -1]
+            assert replay.last_report().vision_tokens_per_layer == report.vision_tokens_per_layer
+            torch.testing.assert_close(logits, step_logits[:, i], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_left_padded_batch_equals_single_samples(family, videos, attn):
+    model, processor = tiny(family, attn=attn)
+    questions = ["Which way does the red shape move, left or right?", "Colour?", "And this one?"]
+    clips = [videos[8], videos[16], None]
+    with framefusion.apply(model, FrameFusionConfig(cost=0.3, similarity_threshold=0.8)) as handle:
+        batch = video_inputs(processor, questions, clips)
+        assert (batch["attention_mask"] == 0).any(), "the batch must be padded"
+        tokens, logits = greedy(model, batch, n=4)
+        report = handle.last_report()
+        for b in range(len(questions)):
+            single = video_inputs(processor, [questions[b]], [clips[b]])
+            t1, l1 = greedy(model, single, n=4)
+            alone = handle.last_report()
+            assert alone.vision_tokens_per_layer[0] == report.vision_tokens_per_layer[b]
+            assert alone.achieved_cost[0] == report.achieved_cost[b]
+            assert torch.equal(tokens[b : b + 1], t1)
+            torch.testing.assert_close(logits[b : b + 1], l1, atol=1e-4, rtol=1e-4)
+    pad = (batch["attention_mask"][0] == 0).nonzero().flatten().tolist()
+    assert pad and not set(pad) & set(report.kept_positions[0])  # padding is never kept as a token
+
+
+def test_prompt_without_video_is_untouched(family):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["Just text, no video."], [None])
+    base = greedy(model, inputs, n=4)
+    with framefusion.apply(model, FrameFusionConfig(cost=0.1)) as handle:
+        got = greedy(model, inputs, n=4)
+        assert handle.last_report().vision_tokens == [0]
+        assert handle.last_report().achieved_cost == [1.0]
+    assert torch.equal(got[0], base[0]) and torch.equal(got[1], base[1])

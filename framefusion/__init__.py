@@ -1,9 +1,9 @@
 """framefusion: fewer video tokens inside the LLM of video vision-language models.
 
-    handle = framefusion.apply(model, framefusion.FrameFusionConfig(cost=0.3))
-    model.generate(**inputs)          # unchanged
-    handle.last_report()              # what the last prefill did
-    handle.remove()                   # the model is as before
+handle = framefusion.apply(model, framefusion.FrameFusionConfig(cost=0.3))
+model.generate(**inputs)          # unchanged
+handle.last_report()              # what the last prefill did
+handle.remove()                   # the model is as before
 """
 
 from .adapters import UnsupportedModelError, supported_models

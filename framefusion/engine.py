@@ -54,6 +54,7 @@ class _Call:
     mask_cache: tuple | None = None  # (key, mask) of the current prefill mask
     position_cache: tuple | None = None  # (key, (cos, sin)) gathered for the current index
     attention: str = "sdpa"  # the model's attention implementation for this call
+    first_layer: int = 0  # layers before it run unreduced (e.g. Qwen3-VL's deepstack layers)
     layer_valid: dict = field(default_factory=dict)  # layer -> (b, Lc) key validity of its prefill cache
     layer_length: dict = field(default_factory=dict)  # layer -> prefill cache length
     cache_ref: Any = None
@@ -77,9 +78,7 @@ class FrameFusionHandle:
         self._hooks: list = []
         self._layers = list(adapter.decoder_layers())
         self.num_layers = len(self._layers)
-        self._hooks.append(
-            adapter.input_module().register_forward_pre_hook(self._on_input, with_kwargs=True)
-        )
+        self._hooks.append(adapter.input_module().register_forward_pre_hook(self._on_input, with_kwargs=True))
         for i, layer in enumerate(self._layers):
             self._hooks.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
         self._hooks.extend(adapter.install(self._record))
@@ -162,7 +161,12 @@ class FrameFusionHandle:
             ordinal[layout.positions] = torch.arange(len(layout), device=input_ids.device)
             state = self.method.start(len(layout), self.num_layers, sample=b) if len(layout) else None
             samples.append(_Sample(layout, state, kept, ordinal[kept]))
-        call = _Call(samples, length, attention=_attention_impl(self.adapter))
+        call = _Call(
+            samples,
+            length,
+            attention=_attention_impl(self.adapter),
+            first_layer=self.adapter.first_reducible_layer(inputs),
+        )
         call.valid = valid
         return call
 
@@ -220,9 +224,10 @@ class FrameFusionHandle:
 
     def _reduce(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
         """Run the method for every sample at this layer; repack the batch if anything changed."""
-        live = [s for s in call.samples if s.state is not None and self.method.active(s.state)]
+        too_early = layer_idx < call.first_layer
+        live = [s for s in call.samples if s.state is not None and self.method.active(s.state) and not too_early]
         for s in call.samples:
-            if s.state is not None and not self.method.active(s.state):
+            if s.state is not None and not any(s is x for x in live):
                 self.method.idle(s.state, int((s.vision >= 0).sum()))
         if not live:
             return hidden
@@ -246,7 +251,9 @@ class FrameFusionHandle:
                 red = self.method.step(sample.state, x)
                 if red is not None:
                     changed = True
-                    sample.decisions.append(Decision(layer_idx, red.kind, red.keep.cpu(), None if red.root is None else red.root.cpu()))
+                    sample.decisions.append(
+                        Decision(layer_idx, red.kind, red.keep.cpu(), None if red.root is None else red.root.cpu())
+                    )
                     is_vis = sample.vision >= 0
                     keep_all = torch.ones(len(sample.kept), dtype=torch.bool, device=row.device)
                     keep_all[is_vis] = red.keep.to(row.device)
@@ -459,9 +466,7 @@ def _make_method(config: Any) -> tuple[ReductionMethod, float | None]:
         return config, getattr(config, "cost", None)
     if hasattr(config, "make_method"):
         return config.make_method(), getattr(config, "cost", None)
-    raise TypeError(
-        f"config must be a FrameFusionConfig (or a ReductionMethod), got {type(config).__name__}"
-    )
+    raise TypeError(f"config must be a FrameFusionConfig (or a ReductionMethod), got {type(config).__name__}")
 
 
 def apply(model: nn.Module, config: FrameFusionConfig | ReductionMethod | None = None) -> FrameFusionHandle:
@@ -476,9 +481,7 @@ def apply(model: nn.Module, config: FrameFusionConfig | ReductionMethod | None =
     _attention_impl(adapter)
     existing = getattr(model, "_framefusion_handle", None)
     if existing is not None and existing.active:
-        raise RuntimeError(
-            "framefusion is already applied to this model; call handle.remove() first, then apply again"
-        )
+        raise RuntimeError("framefusion is already applied to this model; call handle.remove() first, then apply again")
     handle = FrameFusionHandle(model, method, adapter, cost)
     model._framefusion_handle = handle
     return handle

@@ -36,6 +36,8 @@ class ReductionReport:
 
     def summary(self) -> str:
         lines = [f"{self.method}: {self.num_layers} layers, reduction {self.reduction_seconds * 1000:.1f} ms"]
-        for i, (n, per_layer, cost) in enumerate(zip(self.vision_tokens, self.vision_tokens_per_layer, self.achieved_cost)):
+        for i, (n, per_layer, cost) in enumerate(
+            zip(self.vision_tokens, self.vision_tokens_per_layer, self.achieved_cost)
+        ):
             lines.append(f"  sample {i}: {n} video tokens, per layer {per_layer}, achieved cost {cost:.3f}")
         return "\n".join(lines)

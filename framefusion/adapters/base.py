@@ -63,6 +63,10 @@ class Adapter(ABC):
     def text_config(self) -> Any:
         """Config of the LLM (num_hidden_layers, _attn_implementation)."""
 
+    def first_reducible_layer(self, inputs: dict[str, Any]) -> int:
+        """Index of the first decoder layer at which tokens may be removed (default 0)."""
+        return 0
+
     def install(self, record) -> list:
         """Extra hooks for inputs the input module does not see; ``record(name, value)`` keeps a value
         for the next prefill in this thread. Returns handles with ``remove()``."""

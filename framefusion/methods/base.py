@@ -57,7 +57,8 @@ class ReductionMethod(ABC):
 
     @abstractmethod
     def idle(self, state: Any, num_tokens: int) -> None:
-        """Record a layer passed with ``num_tokens`` tokens once ``active`` is False (no step call)."""
+        """Record a layer passed with ``num_tokens`` tokens and no step call: once ``active`` is
+        False, or before the model's first reducible layer."""
 
     @abstractmethod
     def achieved_cost(self, state: Any) -> float:

@@ -123,7 +123,9 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_tiny_processor(family: str = "qwen2_vl", max_pixels: int = MAX_PIXELS) -> Qwen2VLProcessor | Qwen2_5_VLProcessor:
+def build_tiny_processor(
+    family: str = "qwen2_vl", max_pixels: int = MAX_PIXELS
+) -> Qwen2VLProcessor | Qwen2_5_VLProcessor:
     """A real Qwen2-VL / Qwen2.5-VL processor built offline (left padding, no fps frame sampling).
 
     Frames larger than ``max_pixels`` pixels are shrunk to fit.

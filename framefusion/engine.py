@@ -469,15 +469,18 @@ def _make_method(config: Any) -> tuple[ReductionMethod, float | None]:
     raise TypeError(f"config must be a FrameFusionConfig (or a ReductionMethod), got {type(config).__name__}")
 
 
-def apply(model: nn.Module, config: FrameFusionConfig | ReductionMethod | None = None) -> FrameFusionHandle:
+def apply(
+    model: nn.Module, config: FrameFusionConfig | ReductionMethod | None = None, *, processor: Any = None
+) -> FrameFusionHandle:
     """Apply FrameFusion (or another reduction method) to a loaded model, in place and reversibly.
 
     ``generate`` and ``forward`` are called exactly as before. Returns a handle whose
     ``last_report()`` describes the last prefill and whose ``remove()`` restores the model; the
-    handle is also a context manager.
+    handle is also a context manager. ``processor`` (the model's processor or tokenizer) is needed
+    only by families whose video frames are told apart from images by text (InternVL, SmolVLM).
     """
     method, cost = _make_method(config)
-    adapter = adapter_for(model)
+    adapter = adapter_for(model, processor)
     _attention_impl(adapter)
     existing = getattr(model, "_framefusion_handle", None)
     if existing is not None and existing.active:

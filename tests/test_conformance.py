@@ -11,7 +11,7 @@ import framefusion
 from framefusion import FrameFusionConfig, Replay
 from framefusion.models.zoo import build, video_inputs
 
-FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "internvl"]
 
 NOOP = FrameFusionConfig(cost=1.0, similarity_threshold=1.5, ratio_threshold=0.1)
 _CACHE: dict = {}
@@ -30,8 +30,13 @@ def family(request):
 
 
 def _video_token_positions(model, inputs, b=0):
+    """Positions of the video tokens (families that send frames as images: the image tokens;
+    these prompts hold no images)."""
+    token = getattr(model.config, "video_token_id", None)
+    if token is None:
+        token = model.config.image_token_id
     ids = inputs["input_ids"][b]
-    return (ids == model.config.video_token_id).nonzero().flatten().tolist()
+    return (ids == token).nonzero().flatten().tolist()
 
 
 def test_noop_is_bitwise_identical_and_remove_restores(family, videos):
@@ -40,7 +45,7 @@ def test_noop_is_bitwise_identical_and_remove_restores(family, videos):
     with torch.no_grad():
         logits = model(**inputs).logits
     tokens, step_logits = greedy(model, inputs, n=5)
-    with framefusion.apply(model, NOOP) as handle:
+    with framefusion.apply(model, NOOP, processor=processor) as handle:
         with torch.no_grad():
             assert torch.equal(model(**inputs).logits, logits)
         t2, l2 = greedy(model, inputs, n=5)
@@ -58,7 +63,7 @@ def test_noop_is_bitwise_identical_and_remove_restores(family, videos):
 def test_budget_never_exceeded(family, videos, cost, threshold):
     model, processor = tiny(family, num_layers=6)
     inputs = video_inputs(processor, ["Which shape is fastest?", "Count."], [videos[16], videos[8]])
-    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=threshold)) as handle:
+    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=threshold), processor=processor) as handle:
         with torch.no_grad():
             model(**inputs)
         report = handle.last_report()
@@ -89,7 +94,7 @@ def test_text_untouched_and_positions_preserved(family, videos):
         with torch.no_grad():
             model(**inputs)
             full_cos, full_sin = seen["cos"], seen["sin"]
-            with framefusion.apply(model, FrameFusionConfig(cost=0.3)) as handle:
+            with framefusion.apply(model, FrameFusionConfig(cost=0.3), processor=processor) as handle:
                 hook.remove()  # re-register after framefusion's own hook so it sees what the layer gets
                 hook = last.register_forward_pre_hook(capture, with_kwargs=True)
                 model(**inputs)
@@ -119,11 +124,11 @@ def _extend(inputs, generated):
 def test_exact_decoding_matches_cache_free_replay(family, videos, cost):
     model, processor = tiny(family)
     inputs = video_inputs(processor, ["Which object moves first?"], [videos[16]])
-    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=0.9)) as handle:
+    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=0.9), processor=processor) as handle:
         tokens, step_logits = greedy(model, inputs, n=4)
         report = handle.last_report()
     assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
-    with framefusion.apply(model, Replay(report.decisions)) as replay:
+    with framefusion.apply(model, Replay(report.decisions), processor=processor) as replay:
         for i in range(tokens.shape[1]):
             with torch.no_grad():
                 logits = model(**_extend(inputs, tokens[:, :i]), use_cache=False).logits[:, -1]
@@ -136,7 +141,7 @@ def test_left_padded_batch_equals_single_samples(family, videos, attn):
     model, processor = tiny(family, attn=attn)
     questions = ["Which way does the red shape move, left or right?", "Colour?", "And this one?"]
     clips = [videos[8], videos[16], None]
-    with framefusion.apply(model, FrameFusionConfig(cost=0.3, similarity_threshold=0.8)) as handle:
+    with framefusion.apply(model, FrameFusionConfig(cost=0.3, similarity_threshold=0.8), processor=processor) as handle:
         batch = video_inputs(processor, questions, clips)
         assert (batch["attention_mask"] == 0).any(), "the batch must be padded"
         tokens, logits = greedy(model, batch, n=4)
@@ -157,7 +162,7 @@ def test_prompt_without_video_is_untouched(family):
     model, processor = tiny(family)
     inputs = video_inputs(processor, ["Just text, no video."], [None])
     base = greedy(model, inputs, n=4)
-    with framefusion.apply(model, FrameFusionConfig(cost=0.1)) as handle:
+    with framefusion.apply(model, FrameFusionConfig(cost=0.1), processor=processor) as handle:
         got = greedy(model, inputs, n=4)
         assert handle.last_report().vision_tokens == [0]
         assert handle.last_report().achieved_cost == [1.0]

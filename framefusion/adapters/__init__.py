@@ -5,11 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Adapter, VideoLayout
+from .internvl import InternVLAdapter
 from .qwen2_vl import Qwen2VLAdapter
 
 __all__ = ["ADAPTERS", "Adapter", "UnsupportedModelError", "VideoLayout", "adapter_for", "supported_models"]
 
-ADAPTERS: list[type[Adapter]] = [Qwen2VLAdapter]
+ADAPTERS: list[type[Adapter]] = [Qwen2VLAdapter, InternVLAdapter]
 
 
 class UnsupportedModelError(TypeError):
@@ -20,10 +21,10 @@ def supported_models() -> list[str]:
     return [name for a in ADAPTERS for name in a.model_classes]
 
 
-def adapter_for(model: nn.Module) -> Adapter:
+def adapter_for(model: nn.Module, processor=None) -> Adapter:
     for cls in ADAPTERS:
         if cls.matches(model):
-            return cls(model)
+            return cls(model, processor)
     supported = ", ".join(f"{a.family} ({', '.join(a.model_classes)})" for a in ADAPTERS)
     raise UnsupportedModelError(
         f"framefusion does not support {type(model).__name__}. Supported: {supported}. "

@@ -44,8 +44,9 @@ class Adapter(ABC):
     #: example checkpoints, for the docs and error messages
     checkpoints: tuple[str, ...] = ()
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, processor: Any = None):
         self.model = model
+        self.processor = processor  # the model's processor (or tokenizer), for families that need it
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

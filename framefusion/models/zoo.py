@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import tiny_internvl
 from .tiny import build_tiny
 
 __all__ = ["TINY_FAMILIES", "build", "video_inputs", "video_message"]
@@ -20,6 +21,7 @@ __all__ = ["TINY_FAMILIES", "build", "video_inputs", "video_message"]
 TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen2_vl": partial(build_tiny, "qwen2_vl"),
     "qwen2_5_vl": partial(build_tiny, "qwen2_5_vl"),
+    "internvl": tiny_internvl.build,
 }
 
 

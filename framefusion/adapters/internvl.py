@@ -1,0 +1,134 @@
+"""InternVL in transformers format (InternVL3, InternVL3.5 ``-hf`` checkpoints).
+
+Layout (transformers 5.23): ``InternVLProcessor`` writes a video as its frames, each an image tile,
+
+    Frame1: <img> + S x <IMG_CONTEXT> + </img>\\nFrame2: <img> + S x <IMG_CONTEXT> + </img> ...
+
+with ``S = config.image_seq_length`` (pixel-shuffled patches of the tile, row-major), and an image as
+``<img>`` + ``n * S`` ``<IMG_CONTEXT>`` + ``</img>`` (``n`` tiles, one run). Frames and images use the
+same context token, and ``mm_token_type_ids`` marks both as images (type 1), so what makes a run a
+video frame is only the ``Frame{k}: `` text before it. The model's forward gets nothing else that tells
+them apart (``generate`` even replaces ``pixel_values`` by pre-encoded features), so this adapter reads
+the label through the tokenizer: a run of exactly ``S`` tokens is frame ``k`` of a video when the text
+before its ``<img>`` ends with ``Frame1: `` (k = 1, a new video) or is exactly ``\\nFrame{k}: `` right
+after frame ``k - 1`` (the processor joins frames with a newline). Labels, ``<img>``/``</img>`` and
+images stay text; the patch key of a frame token is its index within the tile.
+
+The LLM is Qwen2 (InternVL3) or Qwen3 (InternVL3.5) with 1-D RoPE: the default probe and decode
+positions apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Adapter, VideoLayout
+
+__all__ = ["InternVLAdapter"]
+
+_LABEL_TOKENS = 12  # tokens decoded before a run: enough for "Frame{k}: " in any tokenizer (>= 1 char per token)
+
+
+class InternVLAdapter(Adapter):
+    family = "InternVL (transformers format)"
+    model_classes = ("InternVLForConditionalGeneration", "InternVLModel")
+    checkpoints = (
+        "OpenGVLab/InternVL3-1B-hf",
+        "OpenGVLab/InternVL3-8B-hf",
+        "OpenGVLab/InternVL3_5-8B-HF",
+    )
+
+    def __init__(self, model, processor: Any = None):
+        super().__init__(model)
+        # The processor (or its tokenizer) decodes the frame labels; it is the only way to tell frames from images.
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        if self.tokenizer is None:
+            raise ValueError(
+                "InternVL needs its processor (or tokenizer) to tell video frames from images: "
+                "framefusion.apply(model, config, processor=processor)"
+            )
+        self._img = _token_id(self.tokenizer, "start_image_token", "<img>")
+        self._end = _token_id(self.tokenizer, "end_image_token", "</img>")
+
+    def _base(self):
+        m = self.model
+        return m.model if hasattr(m, "lm_head") else m
+
+    def input_module(self):
+        return self._base()
+
+    def decoder_layers(self):
+        return self._base().language_model.layers
+
+    def text_config(self):
+        return self._base().language_model.config
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
+        input_ids = inputs.get("input_ids")
+        if input_ids is None:
+            return None
+        config = self._base().config
+        per_tile = int(config.image_seq_length)
+        device = input_ids.device
+        is_image = input_ids == config.image_token_id
+        # Runs of context tokens: starts where a token is one and its left neighbour is not, ends likewise.
+        edge = torch.nn.functional.pad(is_image.long(), (1, 1)).diff(dim=1)
+        layouts = []
+        for b in range(input_ids.shape[0]):
+            starts = (edge[b] == 1).nonzero(as_tuple=True)[0].tolist()
+            ends = (edge[b] == -1).nonzero(as_tuple=True)[0].tolist()  # exclusive
+            ids = input_ids[b].tolist()
+            positions, frames, patches = [], [], []
+            video, frame, prev_end = -1, -1, None  # frame: index of the last frame taken, -1 outside a video
+            for start, end in zip(starts, ends):
+                tile = (
+                    end - start == per_tile
+                    and start >= 1
+                    and end < len(ids)
+                    and (self._img is None or ids[start - 1] == self._img)
+                    and (self._end is None or ids[end] == self._end)
+                )
+                label_from = 0 if prev_end is None else prev_end + 1  # after the previous run's </img>
+                label = f"\nFrame{frame + 2}: "  # what joins frame k + 1 to frame k
+                if (
+                    tile
+                    and frame >= 0
+                    and start - 1 - label_from <= len(label)  # every token spells at least one character
+                    and self._text(ids[label_from : start - 1]) == label
+                ):
+                    frame += 1  # the next frame of the current video
+                elif tile and self._text(ids[max(label_from, start - 1 - _LABEL_TOKENS) : start - 1]).endswith(
+                    "Frame1: "
+                ):
+                    video, frame = video + 1, 0  # the first frame of a new video
+                else:
+                    frame = -1  # an image (or an unlabelled tile): stays text
+                if frame >= 0:
+                    positions.append(torch.arange(start, end))
+                    frames.append(torch.full((per_tile,), frame))
+                    patches.append(torch.arange(per_tile) + video * per_tile)  # unique key per video
+                prev_end = end
+            if positions:
+                layouts.append(
+                    VideoLayout(
+                        torch.cat(positions).to(device), torch.cat(frames).to(device), torch.cat(patches).to(device)
+                    )
+                )
+            else:
+                layouts.append(VideoLayout.empty(device))
+        return layouts
+
+
+def _token_id(tokenizer: Any, name: str, token: str) -> int | None:
+    """Id of a named special token (InternVL tokenizers name them), else of its usual spelling, else None."""
+    value = getattr(tokenizer, f"{name}_id", None)
+    if isinstance(value, int):
+        return value
+    value = tokenizer.convert_tokens_to_ids(token)
+    return value if isinstance(value, int) and value != tokenizer.unk_token_id else None

@@ -482,6 +482,13 @@ def apply(
     method, cost = _make_method(config)
     adapter = adapter_for(model, processor)
     _attention_impl(adapter)
+    layers = len(adapter.decoder_layers())
+    first = adapter.first_reducible_layer({})
+    if cost is not None and first and cost < first / layers:
+        raise ValueError(
+            f"cost={cost} is below what {type(model).__name__} allows: its first {first} of {layers} decoder "
+            f"layers must see every video token, so cost must be at least {first}/{layers} = {first / layers:.4f}"
+        )
     existing = getattr(model, "_framefusion_handle", None)
     if existing is not None and existing.active:
         raise RuntimeError("framefusion is already applied to this model; call handle.remove() first, then apply again")

@@ -5,12 +5,23 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Adapter, VideoLayout
+from .glm4v import Glm4vAdapter
 from .internvl import InternVLAdapter
+from .llava_video import LlavaNextVideoAdapter, LlavaOnevisionAdapter, VideoLlavaAdapter
 from .qwen2_vl import Qwen2VLAdapter
+from .qwen3_vl import Qwen3VLAdapter
 
 __all__ = ["ADAPTERS", "Adapter", "UnsupportedModelError", "VideoLayout", "adapter_for", "supported_models"]
 
-ADAPTERS: list[type[Adapter]] = [Qwen2VLAdapter, InternVLAdapter]
+ADAPTERS: list[type[Adapter]] = [
+    Qwen2VLAdapter,
+    Qwen3VLAdapter,
+    Glm4vAdapter,
+    LlavaOnevisionAdapter,
+    LlavaNextVideoAdapter,
+    VideoLlavaAdapter,
+    InternVLAdapter,
+]
 
 
 class UnsupportedModelError(TypeError):

@@ -20,7 +20,7 @@ __all__ = [
     "top_k_indices",
 ]
 
-_NORM_EPS = 1e-6
+_NORM_FLOOR = 1e-30
 
 
 def previous_same_patch(patch: torch.Tensor) -> torch.Tensor:
@@ -43,17 +43,20 @@ def previous_same_patch(patch: torch.Tensor) -> torch.Tensor:
 def adjacent_similarity(hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of each token with its predecessor ``prev`` (float32, -inf where prev == -1).
 
-    Computed in float32 with a norm floor, so zero vectors give 0 (not NaN) and fp16 overflow
-    cannot occur.
+    Computed in float32, scale-free: zero vectors give 0 (not NaN), and neither huge (bf16, fp16)
+    nor tiny values overflow or underflow.
     """
     x = hidden.float()
     norm = x.norm(dim=-1)
-    if not bool(torch.isfinite(norm).all()) or bool((norm < 1e-18).any()):
+    bad = ~torch.isfinite(norm) | (norm < 1e-18)
+    if bool(bad.any()):
         # squares overflow or underflow in float32 (e.g. huge bf16 values): cosine is scale-free,
-        # so scale every row by its largest entry first
-        x = x / x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        # so those rows are scaled by their largest entry first
+        x = x.clone()
+        rows = x[bad]
+        x[bad] = rows / rows.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         norm = x.norm(dim=-1)
-    inv_norm = norm.clamp_min(_NORM_EPS).reciprocal()
+    inv_norm = norm.clamp_min(_NORM_FLOOR).reciprocal()  # zero rows: dot 0, similarity 0
     has_prev = prev >= 0
     sim = torch.full((hidden.shape[0],), float("-inf"), dtype=torch.float32, device=hidden.device)
     idx = has_prev.nonzero(as_tuple=True)[0]

@@ -13,15 +13,21 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import tiny_internvl
+from . import tiny_glm4v, tiny_internvl, tiny_qwen3_vl
 from .tiny import build_tiny
+from .tiny_llava_video import build_tiny_llava_video
 
 __all__ = ["TINY_FAMILIES", "build", "video_inputs", "video_message"]
 
 TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen2_vl": partial(build_tiny, "qwen2_vl"),
     "qwen2_5_vl": partial(build_tiny, "qwen2_5_vl"),
+    "qwen3_vl": tiny_qwen3_vl.build,
+    "glm4v": tiny_glm4v.build,
     "internvl": tiny_internvl.build,
+    "llava_onevision": partial(build_tiny_llava_video, "llava_onevision"),
+    "llava_next_video": partial(build_tiny_llava_video, "llava_next_video"),
+    "video_llava": partial(build_tiny_llava_video, "video_llava"),
 }
 
 

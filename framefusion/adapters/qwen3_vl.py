@@ -1,0 +1,103 @@
+"""Qwen3-VL (dense and MoE).
+
+Layout (transformers 5): a video of ``t`` temporal patches (2 frames each) is written as ``t``
+blocks ``<x.y seconds><|vision_start|>`` + ``(h/m) * (w/m)`` video tokens + ``<|vision_end|>``,
+with ``(t, h, w) = video_grid_thw[i]`` in patches and ``m`` the spatial merge size; tokens in a
+block are ordered row, column. Block ``f`` of a video is its frame ``f``; the timestamp text and
+vision start/end tokens between blocks stay text. Videos appear in ``video_grid_thw`` in sequence
+order, sample after sample.
+
+Deepstack: the outputs of some vision blocks are added to the video (and image) tokens after each
+of the first ``len(vision_config.deepstack_visual_indexes)`` decoder layers, through a mask of the
+full sequence length, so no token may be removed before the layer after them.
+
+Positions (interleaved 3-D M-RoPE, ``get_rope_index`` with one grid per block), the decode
+positions without position_ids (cache length + ``rope_deltas``), and generate() passing
+``video_grid_thw=None`` to the forward once it has run the vision tower are as in Qwen2-VL.
+The attention is Qwen3's (q_norm/k_norm per head before RoPE, rotate-half RoPE with cos/sin of the
+full head dim, scaling head_dim**-0.5): the default probe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import VideoLayout
+from .qwen2_vl import Qwen2VLAdapter
+
+__all__ = ["Qwen3VLAdapter"]
+
+
+class Qwen3VLAdapter(Qwen2VLAdapter):
+    family = "Qwen3-VL"
+    model_classes = (
+        "Qwen3VLForConditionalGeneration",
+        "Qwen3VLModel",
+        "Qwen3VLMoeForConditionalGeneration",
+        "Qwen3VLMoeModel",
+    )
+    checkpoints = (
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "Qwen/Qwen3-VL-4B-Instruct",
+        "Qwen/Qwen3-VL-8B-Instruct",
+        "Qwen/Qwen3-VL-32B-Instruct",
+        "Qwen/Qwen3-VL-30B-A3B-Instruct",
+        "Qwen/Qwen3-VL-235B-A22B-Instruct",
+    )
+
+    def first_reducible_layer(self, inputs: dict[str, Any]) -> int:
+        # The language model adds deepstack feature i after decoder layer i.
+        config = self._base().config
+        deepstack = len(getattr(config.vision_config, "deepstack_visual_indexes", None) or ())
+        return min(deepstack, config.get_text_config().num_hidden_layers)
+
+    def _video_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """(b, L) bool: the video tokens (frame content only)."""
+        type_ids = inputs.get("mm_token_type_ids")
+        if type_ids is not None:
+            return type_ids == 2
+        return inputs["input_ids"] == self._base().config.video_token_id
+
+    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
+        input_ids = inputs.get("input_ids")
+        if input_ids is None:
+            return None
+        config = self._base().config
+        grids = inputs.get("video_grid_thw")
+        batch = input_ids.shape[0]
+        device = input_ids.device
+        if grids is None or len(grids) == 0:
+            return [VideoLayout.empty(device) for _ in range(batch)]
+        is_video = self._video_mask(inputs)
+        merge = config.vision_config.spatial_merge_size
+        grids = [tuple(int(v) for v in g) for g in grids.tolist()]
+        layouts, video = [], 0
+        for b in range(batch):
+            positions = is_video[b].nonzero(as_tuple=True)[0]
+            frames, patches, start = [], [], 0
+            while start < positions.numel():
+                if video >= len(grids):
+                    raise ValueError(
+                        f"sample {b} has more video tokens than video_grid_thw describes ({len(grids)} videos)"
+                    )
+                t, h, w = grids[video]
+                per_frame = (h // merge) * (w // merge)
+                count = t * per_frame
+                block = positions[start : start + count]
+                if block.numel() < count:
+                    raise ValueError(f"sample {b}: video tokens do not match video_grid_thw")
+                block = block.view(t, per_frame)  # one contiguous run of tokens per temporal patch
+                if bool((block[:, -1] - block[:, 0] != per_frame - 1).any()):
+                    raise ValueError(f"sample {b}: a temporal patch of video {video} is not one block of tokens")
+                local = torch.arange(count, device=device)
+                frames.append(local // per_frame)
+                patches.append(local % per_frame + video * (1 << 24))  # unique key per video
+                start += count
+                video += 1
+            if frames:
+                layouts.append(VideoLayout(positions, torch.cat(frames), torch.cat(patches)))
+            else:
+                layouts.append(VideoLayout.empty(device))
+        return layouts

@@ -4,19 +4,41 @@ handle = framefusion.apply(model, framefusion.FrameFusionConfig(cost=0.3))
 model.generate(**inputs)          # unchanged
 handle.last_report()              # what the last prefill did
 handle.remove()                   # the model is as before
+
+Other methods behind the same call, for comparison: FastVConfig, InputMergeConfig,
+RandomPruneConfig, UniformPruneConfig, and FrameFusionConfig(merge=False) / (prune=False);
+framefusion.compare.compare_methods puts them side by side.
 """
 
 from .adapters import UnsupportedModelError, supported_models
-from .config import FrameFusionConfig
+from .config import FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
 from .engine import FrameFusionHandle, apply
-from .methods import FrameFusion, LayerInput, Reduction, ReductionMethod, Replay
+from .methods import (
+    FastV,
+    FrameFusion,
+    InputMerge,
+    LayerInput,
+    RandomPrune,
+    Reduction,
+    ReductionMethod,
+    Replay,
+    UniformPrune,
+)
 from .report import ReductionReport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FastV",
+    "FastVConfig",
     "FrameFusion",
     "FrameFusionConfig",
+    "InputMerge",
+    "InputMergeConfig",
+    "RandomPrune",
+    "RandomPruneConfig",
+    "UniformPrune",
+    "UniformPruneConfig",
     "FrameFusionHandle",
     "LayerInput",
     "Reduction",

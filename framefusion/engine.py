@@ -380,6 +380,7 @@ class FrameFusionHandle:
             vision_tokens_per_layer=[[0] * self.num_layers for _ in range(batch)],
             achieved_cost=[1.0] * batch,
             reduction_seconds=0.0,
+            decisions=[[] for _ in range(batch)],
         )
 
     def _store_report(self, report: ReductionReport) -> None:

@@ -19,6 +19,6 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   "${PIP[@]}" install $TORCH_SPEC 2>&1 | grep -v "^WARNING: Location" || true
 fi
-echo "[setup] installing framefusion (editable) with test extras"
-"${PIP[@]}" install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+echo "[setup] installing framefusion (editable) with test and plot extras"
+"${PIP[@]}" install -e ".[test,plots]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import torch, torchvision, transformers, pytest, hypothesis, framefusion; print('[setup] ok: torch', torch.__version__, '| transformers', transformers.__version__, '| framefusion', framefusion.__version__)"

@@ -17,6 +17,19 @@ Budget rules (so the budget is never exceeded, whatever the inputs):
   merged, down to exactly that count, and the method stops (no pruning needed);
 - merging continues to the next layer only while that layer could still afford the current count;
 - if a layer cannot afford even the merged count, it prunes at once instead.
+
+Ablations (``merge`` / ``prune`` flags, both True by default):
+
+- merge-only (``prune=False``, similarity alone): every step above is kept, but wherever FrameFusion
+  would prune it merges instead, by similarity alone, down to the same count
+  (``algorithm.merge_to_count``: the most similar same-patch pairs whatever the threshold, and
+  only when that cannot reach the count, tokens with their neighbour in sequence order). So it
+  fills the budget exactly like FrameFusion and never exceeds it. The one exception to "merge
+  only": when the budget affords no vision token at all at the remaining layers, every vision
+  token is dropped (recorded as a prune). At ``cost=1.0`` it is the threshold merging stage alone,
+  using less than the budget wherever the video is redundant.
+- prune-only (``merge=False``, importance alone): prunes once, at the first layer it is called
+  for, to the largest count the budget affords at every remaining layer.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from ..algorithm import (
     adjacent_similarity,
     merge_means,
     merge_roots,
+    merge_to_count,
     previous_same_patch,
     top_k_indices,
 )
@@ -51,10 +65,25 @@ class FrameFusionState:
 class FrameFusion(ReductionMethod):
     name = "framefusion"
 
-    def __init__(self, cost: float, similarity_threshold: float, ratio_threshold: float):
+    def __init__(
+        self,
+        cost: float,
+        similarity_threshold: float,
+        ratio_threshold: float,
+        merge: bool = True,
+        prune: bool = True,
+    ):
+        if not (merge or prune):
+            raise ValueError("FrameFusion needs merge or prune (or both); merge=False, prune=False reduces nothing")
         self.cost = cost
         self.similarity_threshold = similarity_threshold
         self.ratio_threshold = ratio_threshold
+        self.merge = bool(merge)
+        self.prune = bool(prune)
+        if not self.prune:
+            self.name = "framefusion-merge-only"
+        elif not self.merge:
+            self.name = "framefusion-prune-only"
 
     def start(self, num_tokens: int, num_layers: int, sample: int = 0) -> FrameFusionState:
         return FrameFusionState(TokenBudget(self.cost, num_layers, num_tokens))
@@ -78,7 +107,7 @@ class FrameFusion(ReductionMethod):
             budget.charge(n)
             return None
         k_max = budget.max_constant()
-        if state.stage == PRUNE:
+        if state.stage == PRUNE or not self.merge:
             return self._prune(state, x, min(n, k_max))
 
         prev = previous_same_patch(x.patch)
@@ -127,7 +156,12 @@ class FrameFusion(ReductionMethod):
         state.budget.charge(k)
         if k >= n:
             return None
+        if not self.prune and k > 0:  # merge-only: reach the count by similarity instead
+            keep, merged, root = merge_to_count(x.hidden, x.patch, k)
+            state.merge_layers.append(x.layer)
+            return Reduction("merge", keep, merged, root)
         state.prune_layer = x.layer
         keep = torch.zeros(n, dtype=torch.bool, device=x.hidden.device)
-        keep[top_k_indices(x.importance(), k)] = True
+        if k > 0:
+            keep[top_k_indices(x.importance(), k)] = True
         return Reduction("prune", keep)

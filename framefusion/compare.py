@@ -1,0 +1,285 @@
+"""Methods side by side: fidelity to the untouched model against the compute they use.
+
+rows = compare_methods(model, processor, samples, sweep([FrameFusionConfig(), FastVConfig()], [0.2, 0.5]),
+                       out_dir="outputs/compare")
+
+For every config (a method at one budget) and every sample, the model generates ``new_tokens``
+tokens greedily with the method applied and is compared with the untouched model on the same
+sample:
+
+- agreement: share of the generated positions whose token equals the untouched model's;
+- prefix agreement: length of the common prefix of the two generations / ``new_tokens``;
+- KL: ``KL(untouched || reduced)`` of the first next-token distribution (nats, float64);
+- prefill seconds: median wall time of a forward over the prompt (vision tower included), after
+  one untimed warm-up forward;
+- achieved cost: from the method's report (mean over the sample rows that have video).
+
+Rows are averaged over samples. The first row is the untouched model itself. With ``out_dir`` the
+table is written as ``comparison.json`` and ``comparison.md``, and, when matplotlib is installed
+(``pip install framefusion[plots]``), ``comparison.png``: fidelity against achieved cost, one line
+per method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from .engine import apply
+
+__all__ = ["compare_methods", "sweep", "write_table", "plot_rows"]
+
+UNTOUCHED = "untouched"
+
+
+def sweep(configs: Iterable[Any], costs: Iterable[float]) -> list[Any]:
+    """Every config at every cost (``dataclasses.replace(config, cost=c)``; FastV's ratio is dropped)."""
+    out = []
+    costs = list(costs)
+    for config in configs:
+        for c in costs:
+            changes: dict[str, Any] = {"cost": c}
+            if getattr(config, "ratio", None) is not None:
+                changes["ratio"] = None
+            out.append(dataclasses.replace(config, **changes))
+    return out
+
+
+def _label(config: Any) -> str:
+    method = config.make_method() if hasattr(config, "make_method") else config
+    name = getattr(method, "name", type(config).__name__)
+    if getattr(config, "ratio", None) is not None:
+        return f"{name} (R={config.ratio:g})"
+    return name
+
+
+def _config_dict(config: Any) -> dict:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {"type": type(config).__name__, **dataclasses.asdict(config)}
+    return {"type": type(config).__name__}
+
+
+def _prepare(processor: Any, sample: Any) -> Mapping[str, Any]:
+    if isinstance(sample, Mapping):
+        return sample
+    if isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], str):
+        from .models.zoo import video_inputs
+
+        return video_inputs(processor, [sample[0]], [sample[1]])
+    raise TypeError(
+        "each sample must be processed model inputs (a mapping such as the processor's output) or a "
+        f"(question, video frames) pair, got {type(sample).__name__}"
+    )
+
+
+def _sync(model: torch.nn.Module) -> None:
+    for p in model.parameters():
+        if p.device.type == "cuda":
+            torch.cuda.synchronize(p.device)
+        return
+
+
+def _generate(model, inputs, new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy tokens (b, new_tokens) and the first step's logits (b, vocab), float64."""
+    with torch.no_grad():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    prompt = inputs["input_ids"].shape[1]
+    return out.sequences[:, prompt:].cpu(), out.logits[0].double().cpu()
+
+
+def _prefill_seconds(model, inputs, repeats: int) -> float:
+    times = []
+    with torch.no_grad():
+        model(**inputs)  # warm-up, untimed
+        for _ in range(repeats):
+            _sync(model)
+            start = time.perf_counter()
+            model(**inputs)
+            _sync(model)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """(b,) KL(softmax(p) || softmax(q)) in float64; exactly 0 for identical logits."""
+    log_p = p_logits.log_softmax(-1)
+    log_q = q_logits.log_softmax(-1)
+    terms = torch.where(log_p.isneginf(), torch.zeros_like(log_p), log_p.exp() * (log_p - log_q))
+    return terms.sum(-1).clamp_min(0.0)
+
+
+def _prefix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(rows,) length of the common prefix of each row of a and b."""
+    same = (a == b).long()
+    return same.cumprod(-1).sum(-1)
+
+
+def compare_methods(
+    model: torch.nn.Module,
+    processor: Any,
+    samples: Sequence[Any],
+    configs: Sequence[Any],
+    new_tokens: int = 8,
+    out_dir: str | Path | None = None,
+    repeats: int = 1,
+    labels: Sequence[str] | None = None,
+) -> list[dict]:
+    """Compare reduction methods with the untouched model; returns one row (a dict) per config,
+    after the untouched model's row.
+
+    samples: processed model inputs (mappings, any batch size) or ``(question, frames)`` pairs
+        (processed with ``models.zoo.video_inputs``, which needs a processor whose chat template
+        takes video frames).
+    configs: method configs (``FrameFusionConfig``, ``FastVConfig``, ...; see ``sweep``) or
+        ``ReductionMethod`` objects.
+    labels: optional series name per config for the table and plot (default: the method name).
+    repeats: timed prefill forwards per sample and method (the median is reported).
+    """
+    if new_tokens < 1:
+        raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not samples:
+        raise ValueError("samples is empty; give at least one sample")
+    if labels is not None and len(labels) != len(configs):
+        raise ValueError(f"labels must name every config: {len(labels)} labels for {len(configs)} configs")
+    existing = getattr(model, "_framefusion_handle", None)
+    if existing is not None and existing.active:
+        raise RuntimeError("a reduction method is already applied to this model; call handle.remove() first")
+
+    prepared = [_prepare(processor, s) for s in samples]
+    reference = []
+    for inputs in prepared:
+        tokens, logits = _generate(model, inputs, new_tokens)
+        reference.append((tokens, logits, _prefill_seconds(model, inputs, repeats)))
+    base_seconds = statistics.mean(r[2] for r in reference)
+    rows = [
+        {
+            "label": UNTOUCHED,
+            "method": UNTOUCHED,
+            "cost": 1.0,
+            "achieved_cost": 1.0,
+            "agreement": 1.0,
+            "prefix_agreement": 1.0,
+            "kl": 0.0,
+            "prefill_seconds": base_seconds,
+            "speedup": 1.0,
+            "reduction_seconds": 0.0,
+            "config": {},
+        }
+    ]
+    for i, config in enumerate(configs):
+        agreement, prefix, kl, achieved, seconds, reduction = [], [], [], [], [], []
+        with apply(model, config) as handle:
+            for inputs, (ref_tokens, ref_logits, _) in zip(prepared, reference):
+                tokens, logits = _generate(model, inputs, new_tokens)
+                report = handle.last_report()
+                agreement.extend((tokens == ref_tokens).double().mean(-1).tolist())
+                prefix.extend((_prefix(tokens, ref_tokens).double() / new_tokens).tolist())
+                kl.extend(_kl(ref_logits, logits).tolist())
+                achieved.extend(c for c, n in zip(report.achieved_cost, report.vision_tokens) if n > 0)
+                seconds.append(_prefill_seconds(model, inputs, repeats))
+                reduction.append(handle.last_report().reduction_seconds)
+            method_name = handle.method.name
+        mean_seconds = statistics.mean(seconds)
+        rows.append(
+            {
+                "label": labels[i] if labels is not None else _label(config),
+                "method": method_name,
+                "cost": getattr(config, "cost", None),
+                "achieved_cost": statistics.mean(achieved) if achieved else 1.0,
+                "agreement": statistics.mean(agreement),
+                "prefix_agreement": statistics.mean(prefix),
+                "kl": statistics.mean(kl),
+                "prefill_seconds": mean_seconds,
+                "speedup": base_seconds / mean_seconds if mean_seconds > 0 else math.inf,
+                "reduction_seconds": statistics.mean(reduction),
+                "config": _config_dict(config),
+            }
+        )
+    if out_dir is not None:
+        out = Path(out_dir)
+        meta = {
+            "model": type(model).__name__,
+            "samples": len(prepared),
+            "new_tokens": new_tokens,
+            "repeats": repeats,
+            "device": str(next(model.parameters()).device),
+        }
+        write_table(rows, out, meta)
+        plot_rows(rows, out / "comparison.png")
+    return rows
+
+
+def write_table(rows: Sequence[dict], out_dir: str | Path, meta: Mapping[str, Any] | None = None) -> None:
+    """``comparison.json`` (meta + rows) and ``comparison.md`` (one table) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps({**(meta or {}), "rows": list(rows)}, indent=2))
+    head = ["method", "cost", "achieved cost", "agreement", "prefix agreement", "KL (nats)", "prefill ms", "speed-up"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cost = "-" if r["cost"] is None else f"{r['cost']:.3g}"
+        lines.append(
+            f"| {r['label']} | {cost} | {r['achieved_cost']:.3f} | {r['agreement']:.3f} | "
+            f"{r['prefix_agreement']:.3f} | {r['kl']:.4g} | {r['prefill_seconds'] * 1000:.1f} | {r['speedup']:.2f}x |"
+        )
+    if meta:
+        lines += ["", ", ".join(f"{k}: {v}" for k, v in meta.items())]
+    (out / "comparison.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_rows(rows: Sequence[dict], path: str | Path) -> bool:
+    """Fidelity (agreement and KL) against achieved cost, one line per label. False (with a
+    warning) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("matplotlib is not installed (pip install framefusion[plots]); no plot written", stacklevel=2)
+        return False
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        series.setdefault(r["label"], []).append(r)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, items in series.items():
+        items = sorted(items, key=lambda r: r["achieved_cost"])
+        x = [r["achieved_cost"] for r in items]
+        style = (
+            dict(marker="*", markersize=12, linestyle="none", color="black", zorder=5)
+            if label == UNTOUCHED
+            else dict(marker="o")
+        )
+        left.plot(x, [r["agreement"] for r in items], label=label, **style)
+        right.plot(x, [r["kl"] for r in items], label=label, **style)
+    left.set(
+        xlabel="achieved cost (share of vision-token compute)", ylabel="agreement with untouched", ylim=(-0.05, 1.05)
+    )
+    right.set(xlabel="achieved cost (share of vision-token compute)", ylabel="KL(untouched || method), first token")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle("Fidelity to the untouched model vs compute")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -182,3 +182,51 @@ def test_prompt_without_video_is_untouched(family):
         assert handle.last_report().vision_tokens == [0]
         assert handle.last_report().achieved_cost == [1.0]
     assert torch.equal(got[0], base[0]) and torch.equal(got[1], base[1])
+
+
+def test_hand_written_decode_loop_continues_original_positions(family, videos):
+    """Without generate (position_ids=None at decode), new tokens still get the untouched numbering."""
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["Count the shapes."], [videos[16]])
+    with framefusion.apply(model, FrameFusionConfig(cost=0.3), processor=processor):
+        tokens, step_logits = greedy(model, inputs, n=4)
+        with torch.no_grad():
+            out = model(**inputs, use_cache=True)
+            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            mine = [nxt]
+            for _ in range(3):
+                out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+                nxt = out.logits[:, -1:].argmax(-1)
+                mine.append(nxt)
+    assert torch.equal(torch.cat(mine, dim=1), tokens)
+    torch.testing.assert_close(out.logits[:, -1], step_logits[:, -1], atol=2e-5, rtol=1e-5)
+
+
+def test_attention_probe_equals_the_layers_own_attention(family, videos):
+    """The importance scores use exactly the attention each layer computes (eager weights)."""
+    model, processor = tiny(family, attn="eager")
+    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
+    adapter = adapter_for(model, processor)
+    layers = adapter.decoder_layers()
+    captured = {}
+
+    def capture(module, args, kwargs):
+        captured[module] = (args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])
+
+    hooks = [layer.register_forward_pre_hook(capture, with_kwargs=True) for layer in layers]
+    try:
+        with torch.no_grad():
+            attentions = model(**inputs, output_attentions=True).attentions
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(attentions) == len(layers)
+    for layer, attention in zip(layers, attentions):
+        hidden, (cos, sin) = captured[layer]
+        last = torch.full((hidden.shape[0],), hidden.shape[1] - 1)
+        with torch.no_grad():
+            q, k, scaling = adapter.attention_probe(layer, hidden, cos, sin, last)
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        probs = (torch.einsum("bhd,bhld->bhl", q, k) * scaling).softmax(-1)
+        torch.testing.assert_close(probs, attention[:, :, -1], atol=1e-6, rtol=1e-5)
+

@@ -205,23 +205,6 @@ def test_generate_passes_no_grid_to_the_forward(videos):
     assert report.vision_tokens == [64] and report.vision_tokens_per_layer[0][-1] < 64
 
 
-def test_hand_written_decode_loop_continues_original_positions(videos):
-    model, processor = tiny()
-    inputs = video_inputs(processor, ["Count the shapes."], [videos[16]])
-    with framefusion.apply(model, FrameFusionConfig(cost=0.3)):
-        tokens, step_logits = greedy(model, inputs, n=4)
-        with torch.no_grad():
-            out = model(**inputs, use_cache=True)
-            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            mine = [nxt]
-            for _ in range(3):
-                out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
-                nxt = out.logits[:, -1:].argmax(-1)
-                mine.append(nxt)
-    assert torch.equal(torch.cat(mine, dim=1), tokens)
-    torch.testing.assert_close(out.logits[:, -1], step_logits[:, -1], atol=2e-5, rtol=1e-5)
-
-
 def _replay_logits(model, inputs, tokens, decisions):
     """Cache-free logits of prompt + tokens[:, :i] for each i, with the recorded decisions."""
     logits = []

@@ -225,57 +225,6 @@ def test_real_checkpoint_geometry(family, frame_size, per_frame):
         model(**inputs)
 
 
-def test_hand_written_decode_loop_continues_original_positions(family, videos):
-    """1-D RoPE: a loop that passes no position_ids gets the untouched model's positions (the default
-    Adapter.decode_position_ids), so it reproduces generate() under reduction."""
-    model, processor = tiny(family)
-    inputs = video_inputs(processor, ["Count the shapes."], [videos[16]])
-    with framefusion.apply(model, FrameFusionConfig(cost=0.3)) as handle:
-        tokens, step_logits = greedy(model, inputs, n=4)
-        assert handle.last_report().vision_tokens_per_layer[0][-1] < handle.last_report().vision_tokens[0]
-        with torch.no_grad():
-            out = model(**inputs, use_cache=True)
-            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            mine = [nxt]
-            for _ in range(3):
-                out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
-                nxt = out.logits[:, -1:].argmax(-1)
-                mine.append(nxt)
-    assert torch.equal(torch.cat(mine, dim=1), tokens)
-    torch.testing.assert_close(out.logits[:, -1], step_logits[:, -1], atol=2e-5, rtol=1e-5)
-
-
-def test_attention_probe_matches_the_model(family, videos):
-    """The default probe (Llama/Qwen2 layer) gives the attention the layer itself computes."""
-    model, processor = tiny(family, attn="eager")
-    inputs = video_inputs(processor, ["Where?"], [videos[8]])
-    layer = model.model.language_model.layers[1]
-    seen = {}
-
-    def capture(module, args, kwargs):
-        seen["hidden"], seen["pe"] = (args[0] if args else kwargs["hidden_states"]), kwargs["position_embeddings"]
-
-    def capture_attn(module, args, output):
-        seen["weights"] = output[1]
-
-    hooks = [
-        layer.register_forward_pre_hook(capture, with_kwargs=True),
-        layer.self_attn.register_forward_hook(capture_attn),
-    ]
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    hidden, (cos, sin) = seen["hidden"], seen["pe"]
-    last = torch.tensor([hidden.shape[1] - 1])
-    q, k, scaling = adapter_for(model).attention_probe(layer, hidden, cos, sin, last)
-    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    probe = (torch.einsum("bhd,bhld->bhl", q, k) * scaling).softmax(-1)
-    torch.testing.assert_close(probe, seen["weights"][:, :, -1], atol=1e-5, rtol=1e-4)
-
-
 def test_layout_from_token_ids_alone(family, videos):
     """Without pixels or a recorded shape (e.g. features passed in by the caller), each run of video
     tokens is one video; adjacent videos then cannot be told apart and OneVision's layout refuses them."""

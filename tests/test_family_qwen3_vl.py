@@ -190,50 +190,6 @@ def test_generate_passes_no_grid_to_the_forward(videos):
     assert report.vision_tokens == [64] and report.vision_tokens_per_layer[0][-1] < 64
 
 
-def test_probe_matches_the_eager_attention(videos):
-    model, processor = tiny(attn="eager")
-    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
-    adapter = adapter_for(model)
-    captured = {}
-
-    def capture(module, args, kwargs):
-        captured[module] = (args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])
-
-    layers = model.model.language_model.layers
-    hooks = [layer.register_forward_pre_hook(capture, with_kwargs=True) for layer in layers]
-    try:
-        with torch.no_grad():
-            attentions = model(**inputs, output_attentions=True).attentions
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for layer, attention in zip(layers, attentions):
-        hidden, (cos, sin) = captured[layer]
-        last = torch.tensor([hidden.shape[1] - 1])
-        with torch.no_grad():
-            q, k, scaling = adapter.attention_probe(layer, hidden, cos, sin, last)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        probs = (torch.einsum("bhd,bhld->bhl", q, k) * scaling).softmax(-1)
-        torch.testing.assert_close(probs, attention[:, :, -1], atol=1e-6, rtol=1e-5)
-
-
-def test_hand_written_decode_loop_continues_original_positions(videos):
-    model, processor = tiny()
-    inputs = video_inputs(processor, ["Count the shapes."], [videos[16]])
-    with framefusion.apply(model, FrameFusionConfig(cost=0.3)):
-        tokens, step_logits = greedy(model, inputs, n=4)
-        with torch.no_grad():
-            out = model(**inputs, use_cache=True)
-            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            mine = [nxt]
-            for _ in range(3):
-                out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
-                nxt = out.logits[:, -1:].argmax(-1)
-                mine.append(nxt)
-    assert torch.equal(torch.cat(mine, dim=1), tokens)
-    torch.testing.assert_close(out.logits[:, -1], step_logits[:, -1], atol=2e-5, rtol=1e-5)
-
-
 def _replay_logits(model, inputs, tokens, decisions):
     """Cache-free logits of prompt + tokens[:, :i] for each i, with the recorded decisions."""
     logits = []

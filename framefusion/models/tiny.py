@@ -8,7 +8,7 @@ configured small, randomly initialised (seeded) models, and PyAV-based video hel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -95,20 +95,36 @@ def _check_family(family: str) -> None:
         raise ValueError(f"unknown family {family!r}; expected one of {sorted(FAMILIES)}")
 
 
-def build_tiny_tokenizer() -> Qwen2Tokenizer:
-    """A byte-level BPE ``Qwen2Tokenizer`` (499 tokens, last 7 special) with a Qwen chat template, in memory."""
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+def spelled_merges(vocab: dict[str, int], spellings: Iterable[str]) -> list[tuple[str, str]]:
+    """Left-to-right BPE merges that build each spelling from its characters (new tokens go into vocab)."""
     merges: list[tuple[str, str]] = []
-    # space-prefixed spellings first ("Ġ" is the byte-level space) so " word" stays one token
-    for spelled in [f"\u0120{w}" for w in _WORDS] + list(_WORDS):
+    for spelled in spellings:
         cur = spelled[0]
         for ch in spelled[1:]:
             if cur + ch not in vocab:
                 vocab[cur + ch] = len(vocab)
                 merges.append((cur, ch))
             cur += ch
-    for tok in SPECIAL_TOKENS:
+    return merges
+
+
+def byte_level_vocab(
+    words: Iterable[str], special_tokens: Iterable[str]
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocabulary and merges of a small byte-level BPE: the 256 byte symbols, whole-word merges for
+    ``words`` (space-prefixed spellings first: "Ġ" is the byte-level space, so " word" stays one
+    token), then ``special_tokens`` with the last ids."""
+    words = tuple(words)
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = spelled_merges(vocab, [f"\u0120{w}" for w in words] + list(words))
+    for tok in special_tokens:
         vocab[tok] = len(vocab)
+    return vocab, merges
+
+
+def build_tiny_tokenizer() -> Qwen2Tokenizer:
+    """A byte-level BPE ``Qwen2Tokenizer`` (499 tokens, last 7 special) with a Qwen chat template, in memory."""
+    vocab, merges = byte_level_vocab(_WORDS, SPECIAL_TOKENS)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,

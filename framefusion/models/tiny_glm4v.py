@@ -34,6 +34,8 @@ from transformers import (
     TokenizersBackend,
 )
 
+from .tiny import byte_level_vocab
+
 __all__ = ["SPECIAL_TOKENS", "VARIANTS", "build", "build_model", "build_processor", "build_tokenizer", "token_ids"]
 
 #: "glm4v": GLM-4.1V (dense); "glm4v_moe": GLM-4.5V (MoE text model); "glm46v": GLM-4.6V classes (dense text model)
@@ -83,17 +85,7 @@ IMAGE_SIZE = {"shortest_edge": 2 * 56 * 56, "longest_edge": 2 * 112 * 112}  # co
 
 def build_tokenizer() -> TokenizersBackend:
     """A byte-level BPE tokenizer with the GLM-4V special tokens (padding on the left), in memory."""
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges: list[tuple[str, str]] = []
-    for spelled in [f"\u0120{w}" for w in _WORDS] + list(_WORDS):
-        cur = spelled[0]
-        for ch in spelled[1:]:
-            if cur + ch not in vocab:
-                vocab[cur + ch] = len(vocab)
-                merges.append((cur, ch))
-            cur += ch
-    for token in SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
+    vocab, merges = byte_level_vocab(_WORDS, SPECIAL_TOKENS)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tokenizers import pre_tokenizers
 from transformers import (
     BatchFeature,
     GenerationConfig,
@@ -32,6 +31,8 @@ from transformers import (
     InternVLVideoProcessor,
     Qwen2Tokenizer,
 )
+
+from .tiny import byte_level_vocab
 
 __all__ = [
     "TILE",
@@ -81,17 +82,7 @@ CHAT_TEMPLATE = (
 
 def build_tokenizer() -> Qwen2Tokenizer:
     """A byte-level BPE ``Qwen2Tokenizer`` with InternVL's special tokens, left padding, in memory."""
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges: list[tuple[str, str]] = []
-    for spelled in [f"\u0120{w}" for w in _WORDS] + list(_WORDS):  # "Ġ" = byte-level space
-        cur = spelled[0]
-        for ch in spelled[1:]:
-            if cur + ch not in vocab:
-                vocab[cur + ch] = len(vocab)
-                merges.append((cur, ch))
-            cur += ch
-    for token in SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
+    vocab, merges = byte_level_vocab(_WORDS, SPECIAL_TOKENS)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tokenizers import pre_tokenizers
 from transformers import (
     CLIPVisionConfig,
     GenerationConfig,
@@ -48,6 +47,8 @@ from transformers import (
     VideoLlavaProcessor,
     VideoLlavaVideoProcessor,
 )
+
+from .tiny import byte_level_vocab, spelled_merges
 
 __all__ = [
     "FAMILIES",
@@ -108,26 +109,9 @@ def _check_family(family: str) -> None:
         raise ValueError(f"unknown family {family!r}; expected one of {list(FAMILIES)}")
 
 
-def _merges(vocab: dict[str, int], spellings: list[str]) -> list[tuple[str, str]]:
-    """Left-to-right merges that build each spelling from its characters (new tokens go into vocab)."""
-    merges = []
-    for spelled in spellings:
-        cur = spelled[0]
-        for ch in spelled[1:]:
-            if cur + ch not in vocab:
-                vocab[cur + ch] = len(vocab)
-                merges.append((cur, ch))
-            cur += ch
-    return merges
-
-
 def _qwen_tokenizer() -> Qwen2Tokenizer:
     """Byte-level BPE ``Qwen2Tokenizer`` with ChatML tokens and the ``<image>`` / ``<video>`` placeholders."""
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges = _merges(vocab, [f"\u0120{w}" for w in _WORDS] + list(_WORDS))  # "Ġ" = byte-level space
-    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
-    for tok in specials:
-        vocab[tok] = len(vocab)
+    vocab, merges = byte_level_vocab(_WORDS, ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"))
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -149,7 +133,7 @@ def _llama_tokenizer() -> LlamaTokenizer:
         vocab[f"<0x{byte:02X}>"] = len(vocab)
     for ch in "\u2581" + "".join(chr(c) for c in range(33, 127)):
         vocab.setdefault(ch, len(vocab))
-    merges = _merges(vocab, [f"\u2581{w}" for w in _WORDS + ("USER", "ASSISTANT")] + list(_WORDS))
+    merges = spelled_merges(vocab, [f"\u2581{w}" for w in _WORDS + ("USER", "ASSISTANT")] + list(_WORDS))
     tokenizer = LlamaTokenizer(
         vocab=vocab,
         merges=merges,

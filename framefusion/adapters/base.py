@@ -52,17 +52,22 @@ class Adapter(ABC):
     def matches(cls, model: nn.Module) -> bool:
         return type(model).__name__ in cls.model_classes
 
-    @abstractmethod
+    def _base(self) -> nn.Module:
+        """The multimodal base model (``XForConditionalGeneration.model``), or the model itself."""
+        m = self.model
+        return m.model if hasattr(m, "lm_head") else m
+
     def input_module(self) -> nn.Module:
         """Module whose forward receives input_ids / grids / attention_mask / position_ids."""
+        return self._base()
 
-    @abstractmethod
     def decoder_layers(self) -> nn.ModuleList:
         """The LLM decoder layers, in order."""
+        return self._base().language_model.layers
 
-    @abstractmethod
     def text_config(self) -> Any:
         """Config of the LLM (num_hidden_layers, _attn_implementation)."""
+        return self._base().language_model.config
 
     def first_reducible_layer(self, inputs: dict[str, Any]) -> int:
         """Index of the first decoder layer at which tokens may be removed (default 0)."""

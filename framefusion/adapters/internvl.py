@@ -53,19 +53,6 @@ class InternVLAdapter(Adapter):
         self._img = _token_id(self.tokenizer, "start_image_token", "<img>")
         self._end = _token_id(self.tokenizer, "end_image_token", "</img>")
 
-    def _base(self):
-        m = self.model
-        return m.model if hasattr(m, "lm_head") else m
-
-    def input_module(self):
-        return self._base()
-
-    def decoder_layers(self):
-        return self._base().language_model.layers
-
-    def text_config(self):
-        return self._base().language_model.config
-
     def _text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 

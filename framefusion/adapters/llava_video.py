@@ -42,10 +42,6 @@ class _LlavaVideoAdapter(Adapter):
     #: tokens after the last frame of every video (OneVision's newline)
     video_suffix = 0
 
-    def _base(self):
-        m = self.model
-        return m.model if hasattr(m, "lm_head") else m
-
     def _grid(self) -> int:
         vision = self._base().config.vision_config
         return vision.image_size // vision.patch_size
@@ -53,15 +49,6 @@ class _LlavaVideoAdapter(Adapter):
     def patches_per_frame(self) -> int:
         """Spatial patches (video tokens that are frame content) per frame."""
         raise NotImplementedError
-
-    def input_module(self):
-        return self._base()
-
-    def decoder_layers(self):
-        return self._base().language_model.layers
-
-    def text_config(self):
-        return self._base().language_model.config
 
     def install(self, record) -> list:
         # generate() runs get_video_features before the first forward and then passes the pixels as

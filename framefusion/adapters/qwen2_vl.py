@@ -32,19 +32,6 @@ class Qwen2VLAdapter(Adapter):
         "Qwen/Qwen2.5-VL-7B-Instruct",
     )
 
-    def _base(self):
-        m = self.model
-        return m.model if hasattr(m, "lm_head") else m
-
-    def input_module(self):
-        return self._base()
-
-    def decoder_layers(self):
-        return self._base().language_model.layers
-
-    def text_config(self):
-        return self._base().language_model.config
-
     def install(self, record) -> list:
         # generate() runs the vision tower before the first forward and then passes
         # video_grid_thw=None to it; keep the grids from get_video_features.

@@ -178,6 +178,7 @@ class FrameFusionHandle:
             hidden = args[0] if args else kwargs["hidden_states"]
             if call.cache_ref is None and call.layers_seen == 0:
                 cache = kwargs.get("past_key_values")
+                _check_cache(cache)
                 call.cache_ref = weakref.ref(cache) if cache is not None else (lambda: None)
             if not call.prefill_done:
                 return self._prefill_layer(call, layer_idx, module, hidden, args, kwargs)
@@ -429,6 +430,17 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x: (b, L, d) gathered at index (b, Lc) (padding -1 reads slot 0)."""
     idx = index.clamp_min(0).to(x.device)
     return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def _check_cache(cache) -> None:
+    """Shortened layers need caches that grow with what they are given (DynamicLayer)."""
+    kinds = {type(layer).__name__ for layer in getattr(cache, "layers", [])}
+    if kinds - {"DynamicLayer"}:
+        raise ValueError(
+            f"framefusion needs the default dynamic KV cache; got {type(cache).__name__} with "
+            f"{sorted(kinds)} layers (static, sliding-window, offloaded or quantized caches keep one "
+            "length for all layers). Generate without cache_implementation, or call handle.remove() first."
+        )
 
 
 def _as_impl_mask(allowed: torch.Tensor, impl: str, dtype: torch.dtype) -> torch.Tensor:

@@ -104,3 +104,14 @@ def test_accelerate_dispatch_with_cpu_and_disk_offload(processors, videos, tmp_p
     assert r0.vision_tokens_per_layer == r1.vision_tokens_per_layer
     assert torch.equal(t0, t1)
     torch.testing.assert_close(l0, l1, atol=1e-5, rtol=1e-5)
+
+
+def test_static_cache_is_refused_clearly(processors, videos):
+    model = build_tiny_model("qwen2_vl", num_layers=2, processor=processors["qwen2_vl"])
+    inputs = make_inputs(processors["qwen2_vl"], ["What moves?"], [videos[8]])
+    with framefusion.apply(model, FrameFusionConfig(cost=0.3)):
+        with pytest.raises(ValueError, match="dynamic KV cache.*StaticCache"):
+            model.generate(**inputs, max_new_tokens=2, cache_implementation="static")
+        tokens, _ = greedy(model, inputs, n=2)  # still usable afterwards
+    assert tokens.shape == (1, 2)
+

@@ -147,7 +147,8 @@ class FrameFusionHandle:
         mask = kwargs.get("attention_mask")
         valid = mask.bool() if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
         if layouts is None or all(len(layout) == 0 for layout in layouts):
-            self._store_report(self._empty_report(batch))
+            rows = valid if valid is not None else torch.ones(batch, length, dtype=torch.bool)
+            self._store_report(self._empty_report(batch, [r.nonzero().flatten().tolist() for r in rows]))
             return None
         samples = []
         for b, layout in enumerate(layouts):
@@ -346,6 +347,7 @@ class FrameFusionHandle:
 
     def _finish_prefill(self, call: _Call) -> None:
         call.prefill_done = True
+        call.mask_cache = call.position_cache = None  # prefill only: do not hold an (Lc x Lc) mask while decoding
         vision_tokens, per_layer, achieved, kept, decisions = [], [], [], [], []
         for sample in call.samples:
             n = len(sample.layout)
@@ -372,7 +374,7 @@ class FrameFusionHandle:
             )
         )
 
-    def _empty_report(self, batch: int) -> ReductionReport:
+    def _empty_report(self, batch: int, kept: list[list[int]]) -> ReductionReport:
         return ReductionReport(
             method=self.method.name,
             num_layers=self.num_layers,
@@ -381,6 +383,7 @@ class FrameFusionHandle:
             vision_tokens_per_layer=[[0] * self.num_layers for _ in range(batch)],
             achieved_cost=[1.0] * batch,
             reduction_seconds=0.0,
+            kept_positions=kept,
             decisions=[[] for _ in range(batch)],
         )
 

@@ -21,6 +21,7 @@ FAMILIES = [
     "llava_onevision",
     "llava_next_video",
     "video_llava",
+    "smolvlm",
 ]
 
 NOOP = FrameFusionConfig(cost=1.0, similarity_threshold=1.5, ratio_threshold=0.1)
@@ -95,7 +96,7 @@ def test_budget_never_exceeded(family, videos, cost, threshold):
 def test_text_untouched_and_positions_preserved(family, videos):
     model, processor = tiny(family)
     inputs = video_inputs(processor, ["Where does the red shape go?"], [videos[16]])
-    last = model.model.language_model.layers[-1] if hasattr(model.model, "language_model") else None
+    last = adapter_for(model, processor).decoder_layers()[-1]
     seen = {}
 
     def capture(module, args, kwargs):

@@ -10,6 +10,7 @@ from .internvl import InternVLAdapter
 from .llava_video import LlavaNextVideoAdapter, LlavaOnevisionAdapter, VideoLlavaAdapter
 from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_vl import Qwen3VLAdapter
+from .smolvlm import SmolVLMAdapter
 
 __all__ = ["ADAPTERS", "Adapter", "UnsupportedModelError", "VideoLayout", "adapter_for", "supported_models"]
 
@@ -21,6 +22,7 @@ ADAPTERS: list[type[Adapter]] = [
     LlavaNextVideoAdapter,
     VideoLlavaAdapter,
     InternVLAdapter,
+    SmolVLMAdapter,
 ]
 
 
@@ -39,5 +41,6 @@ def adapter_for(model: nn.Module, processor=None) -> Adapter:
     supported = ", ".join(f"{a.family} ({', '.join(a.model_classes)})" for a in ADAPTERS)
     raise UnsupportedModelError(
         f"framefusion does not support {type(model).__name__}. Supported: {supported}. "
-        "To add a family, write an Adapter (see framefusion/adapters/qwen2_vl.py)."
+        "To add a family, write an Adapter: see docs/adding_a_family.md "
+        "(worked example: framefusion/adapters/qwen2_vl.py)."
     )

@@ -55,6 +55,16 @@ def run(args) -> int:
 
     check_size(args.size)
     settings = _settings(args)
+    videos = {}  # read first: a bad video fails before a model is built
+    for f in args.frames:
+        if f < 1:
+            raise ValueError(f"--frames must be >= 1, got {f}")
+        if args.video:
+            from ..demo import _resize
+
+            videos[f] = _resize(read_video(args.video, num_frames=f), args.size)
+        else:
+            videos[f] = make_synthetic_video(num_frames=f, size=args.size, seed=f)
     dtype = getattr(torch, args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.model in bench.shipped_configs():
@@ -67,14 +77,6 @@ def run(args) -> int:
         processor = AutoProcessor.from_pretrained(args.model)
         weights = "checkpoint"
     model.to(device)
-    videos = {}
-    for f in args.frames:
-        if args.video:
-            from ..demo import _resize
-
-            videos[f] = _resize(read_video(args.video, num_frames=f), args.size)
-        else:
-            videos[f] = make_synthetic_video(num_frames=f, size=args.size, seed=f)
     rows = bench.run_bench(model, processor, videos, settings, repeats=args.repeats, new_tokens=args.new_tokens)
     meta = {
         "model": args.model,

@@ -21,5 +21,5 @@ def config_from(args, cost: float | None = None) -> FrameFusionConfig:
 
 
 def check_size(size: int) -> None:
-    if size % 28:
-        raise ValueError(f"--size must be a multiple of 28 (patch 14 x merge 2), got {size}")
+    if size < 28 or size % 28:
+        raise ValueError(f"--size must be a positive multiple of 28 (patch 14 x merge 2), e.g. 112 or 448, got {size}")

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import tiny_glm4v, tiny_internvl, tiny_qwen3_vl
+from . import tiny_glm4v, tiny_internvl, tiny_qwen3_vl, tiny_smolvlm
 from .tiny import build_tiny
 from .tiny_llava_video import build_tiny_llava_video
 
@@ -28,6 +28,7 @@ TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "llava_onevision": partial(build_tiny_llava_video, "llava_onevision"),
     "llava_next_video": partial(build_tiny_llava_video, "llava_next_video"),
     "video_llava": partial(build_tiny_llava_video, "video_llava"),
+    "smolvlm": tiny_smolvlm.build,
 }
 
 
@@ -44,13 +45,57 @@ def video_message(question: str, video: np.ndarray | None) -> list[dict]:
 
 
 def video_inputs(processor: Any, questions: Sequence[str], videos: Sequence[np.ndarray | None]):
-    """A left-padded batch (one conversation per question) through the processor's chat template."""
+    """A left-padded batch (one conversation per question) through the processor's chat template.
+
+    Raises ``ValueError`` naming the video and what is accepted for a video that is not ``(T, H, W, 3)``
+    frames with ``T >= 1``, or that the processor rejects (too few frames, extreme aspect ratio, ...).
+    """
+    if len(questions) != len(videos):
+        raise ValueError(
+            f"got {len(questions)} questions and {len(videos)} videos; pass one video (or None) per question"
+        )
+    for i, video in enumerate(videos):
+        shape = tuple(getattr(video, "shape", ()))
+        if video is not None and (len(shape) != 4 or shape[-1] != 3 or min(shape) < 1):
+            raise ValueError(
+                f"video {i} has shape {shape}; expected (T, H, W, 3) RGB frames with T >= 1 frames and H, W >= 1 "
+                "pixels (a single frame is video[None])"
+            )
     conversations = [video_message(q, v) for q, v in zip(questions, videos)]
-    return processor.apply_chat_template(
-        conversations,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"padding": True},
-    )
+    try:
+        return processor.apply_chat_template(
+            conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True},
+        )
+    except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as err:
+        shapes = [tuple(v.shape) for v in videos if v is not None]
+        if not shapes:
+            raise
+        raise ValueError(
+            f"{type(processor).__name__} rejected videos of shape {shapes} (T, H, W, 3): {str(err).rstrip('.')}. "
+            f"Its video settings: {_video_settings(processor)}"
+        ) from err
+
+
+def _video_settings(processor: Any) -> str:
+    """The video processor settings that bound frame counts and sizes, as ``name=value`` pairs."""
+    vp = getattr(processor, "video_processor", None)
+    if vp is None:
+        return "unknown (no video_processor)"
+    parts = []
+    if getattr(vp, "do_sample_frames", False):
+        parts += [
+            f"samples num_frames={vp.num_frames} (needs at least that many)" if vp.num_frames else f"fps={vp.fps}"
+        ]
+    for name in ("temporal_patch_size", "patch_size", "merge_size", "size", "crop_size", "max_image_size"):
+        value = getattr(vp, name, None)
+        if value is not None:
+            if hasattr(value, "__dataclass_fields__") or isinstance(value, dict):
+                items = value.items() if isinstance(value, dict) else vars(value).items()
+                value = "{" + ", ".join(f"{k}={v}" for k, v in items if v is not None) + "}"
+            parts.append(f"{name}={value}")
+    return ", ".join(parts) or "none recorded"

@@ -234,15 +234,35 @@ def build_tiny_model(
         vision_end_token_id=ids["vision_end"],
         tie_word_embeddings=False,
     )
+    return seeded_model(
+        model_cls,
+        config,
+        seed,
+        attn_implementation,
+        dtype,
+        bos=ids["endoftext"],
+        eos=[ids["eos"], ids["endoftext"]],
+        pad=ids["pad"],
+    )
+
+
+def seeded_model(
+    model_cls: type,
+    config: Any,
+    seed: int,
+    attn_implementation: str,
+    dtype: torch.dtype,
+    *,
+    eos: list[int],
+    pad: int,
+    bos: int | None = None,
+) -> PreTrainedModel:
+    """``model_cls`` from ``config`` with weights drawn from ``seed`` (the global random state is left
+    as it was), greedy generation stopping at ``eos``, in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["endoftext"],
-        eos_token_id=[ids["eos"], ids["endoftext"]],
-        pad_token_id=ids["pad"],
-        do_sample=False,
-    )
+    model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, do_sample=False)
     return model.eval()
 
 

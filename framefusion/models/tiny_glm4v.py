@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
-    GenerationConfig,
     Glm4vConfig,
     Glm4vForConditionalGeneration,
     Glm4vImageProcessor,
@@ -34,7 +33,7 @@ from transformers import (
     TokenizersBackend,
 )
 
-from .tiny import byte_level_vocab
+from .tiny import byte_level_vocab, seeded_model
 
 __all__ = ["SPECIAL_TOKENS", "VARIANTS", "build", "build_model", "build_processor", "build_tokenizer", "token_ids"]
 
@@ -199,15 +198,8 @@ def build_model(
         video_end_token_id=ids["end_of_video"],
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[ids["endoftext"], ids["user"], ids["observation"]],
-        pad_token_id=ids["pad"],
-        do_sample=False,
-    )
-    return model.eval()
+    eos = [ids["endoftext"], ids["user"], ids["observation"]]
+    return seeded_model(model_cls, config, seed, attn_implementation, dtype, eos=eos, pad=ids["pad"])
 
 
 def build(

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from transformers import (
     BatchFeature,
-    GenerationConfig,
     GotOcr2ImageProcessor,
     InternVLConfig,
     InternVLForConditionalGeneration,
@@ -32,7 +31,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
-from .tiny import byte_level_vocab
+from .tiny import byte_level_vocab, seeded_model
 
 __all__ = [
     "TILE",
@@ -214,18 +213,16 @@ def build_model(
         downsample_ratio=0.5,
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = InternVLForConditionalGeneration._from_config(
-            config, attn_implementation=attn_implementation, dtype=dtype
-        )
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.pad_token_id,
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
+    return seeded_model(
+        InternVLForConditionalGeneration,
+        config,
+        seed,
+        attn_implementation,
+        dtype,
+        bos=tokenizer.pad_token_id,
+        eos=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+        pad=tokenizer.pad_token_id,
     )
-    return model.eval()
 
 
 def build(

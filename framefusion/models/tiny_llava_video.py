@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from transformers import (
     CLIPVisionConfig,
-    GenerationConfig,
     LlamaConfig,
     LlamaTokenizer,
     LlavaNextImageProcessor,
@@ -48,7 +47,7 @@ from transformers import (
     VideoLlavaVideoProcessor,
 )
 
-from .tiny import byte_level_vocab, spelled_merges
+from .tiny import byte_level_vocab, seeded_model, spelled_merges
 
 __all__ = [
     "FAMILIES",
@@ -267,14 +266,17 @@ def build_tiny_llava_video_model(
             **ids,
         )
         model_cls = VideoLlavaForConditionalGeneration
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
     eos = [tokenizer.eos_token_id] + ([tokenizer.pad_token_id] if family == "llava_onevision" else [])
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, do_sample=False
+    return seeded_model(
+        model_cls,
+        config,
+        seed,
+        attn_implementation,
+        dtype,
+        bos=tokenizer.bos_token_id,
+        eos=eos,
+        pad=tokenizer.pad_token_id,
     )
-    return model.eval()
 
 
 def build_tiny_llava_video(

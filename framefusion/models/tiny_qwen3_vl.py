@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from transformers import (
-    GenerationConfig,
     Qwen2VLImageProcessor,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
@@ -25,7 +24,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from .tiny import TINY_CHAT_TEMPLATE, build_tiny_tokenizer, tiny_token_ids
+from .tiny import TINY_CHAT_TEMPLATE, build_tiny_tokenizer, seeded_model, tiny_token_ids
 
 __all__ = ["build", "build_model", "build_processor"]
 
@@ -129,16 +128,10 @@ def build_model(
         vision_end_token_id=ids["vision_end"],
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["endoftext"],
-        eos_token_id=[ids["eos"], ids["endoftext"]],
-        pad_token_id=ids["pad"],
-        do_sample=False,
+    eos = [ids["eos"], ids["endoftext"]]
+    return seeded_model(
+        model_cls, config, seed, attn_implementation, dtype, bos=ids["endoftext"], eos=eos, pad=ids["pad"]
     )
-    return model.eval()
 
 
 def build(

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from transformers import (
-    GenerationConfig,
     GPT2Tokenizer,
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
@@ -32,7 +31,7 @@ from transformers import (
 )
 from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
 
-from .tiny import byte_level_vocab
+from .tiny import byte_level_vocab, seeded_model
 
 __all__ = [
     "TILE",
@@ -159,18 +158,16 @@ def build_model(
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SmolVLMForConditionalGeneration._from_config(
-            config, attn_implementation=attn_implementation, dtype=dtype
-        )
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
+    return seeded_model(
+        SmolVLMForConditionalGeneration,
+        config,
+        seed,
+        attn_implementation,
+        dtype,
+        bos=tokenizer.bos_token_id,
+        eos=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+        pad=tokenizer.pad_token_id,
     )
-    return model.eval()
 
 
 def build(

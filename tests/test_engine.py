@@ -112,3 +112,31 @@ def test_image_and_video_in_one_prompt(model, processor, videos):
     assert report.vision_tokens == [128]
     image_positions = (inputs["input_ids"][0] == model.config.image_token_id).nonzero().flatten().tolist()
     assert set(image_positions) <= set(report.kept_positions[0])
+
+
+def test_multi_turn_chat_with_two_videos_compares_frames_only_within_each_video(model, processor, videos):
+    from framefusion.adapters import adapter_for
+
+    conversation = [
+        {"role": "user", "content": [{"type": "video", "video": videos[16]}, {"type": "text", "text": "What moves?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A red shape."}]},
+        {"role": "user", "content": [{"type": "video", "video": videos[8]}, {"type": "text", "text": "And now?"}]},
+    ]
+    inputs = processor.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    layout = adapter_for(model).video_layouts(dict(inputs))[0]
+    first, second = layout.patch[:128], layout.patch[128:]
+    assert len(layout) == 128 + 64 and not set(first.tolist()) & set(second.tolist())
+    with framefusion.apply(model, FrameFusionConfig(cost=0.3, similarity_threshold=-1.0)) as handle:
+        tokens, _ = greedy(model, inputs, n=3)
+        report = handle.last_report()
+    assert report.vision_tokens == [192] and report.achieved_cost[0] <= 0.3
+    # every merge joins a token of the same video (roots index the tokens present at that layer)
+    present = torch.arange(192)
+    for d in report.decisions[0]:
+        if d.kind == "merge":
+            video_of = (present >= 128).long()
+            assert torch.equal(video_of[d.root], video_of)
+        present = present[d.keep]
+    assert tokens.shape == (1, 3)

@@ -13,6 +13,7 @@ are reduced independently and re-packed with left padding that the masks hide.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -28,6 +29,8 @@ from .methods import LayerInput, ReductionMethod
 from .report import Decision, ReductionReport
 
 __all__ = ["FrameFusionHandle", "apply"]
+
+logger = logging.getLogger("framefusion")
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 
@@ -76,6 +79,7 @@ class FrameFusionHandle:
         self._lock = threading.Lock()
         self._last_report: ReductionReport | None = None
         self._hooks: list = []
+        self._warned_no_ids = False
         self._layers = list(adapter.decoder_layers())
         self.num_layers = len(self._layers)
         self._hooks.append(adapter.input_module().register_forward_pre_hook(self._on_input, with_kwargs=True))
@@ -138,6 +142,12 @@ class FrameFusionHandle:
 
     def _start_call(self, kwargs: dict, input_ids) -> _Call | None:
         if input_ids is None or input_ids.ndim != 2:
+            if not self._warned_no_ids:
+                self._warned_no_ids = True
+                logger.warning(
+                    "framefusion: the model was called without input_ids (inputs_embeds only), so the video "
+                    "tokens cannot be located and nothing is reduced; pass input_ids as the processor returns them"
+                )
             return None
         inputs = dict(getattr(self._local, "recorded", {}), input_ids=input_ids)
         inputs.update({k: v for k, v in kwargs.items() if v is not None})

@@ -115,3 +115,16 @@ def test_static_cache_is_refused_clearly(processors, videos):
         tokens, _ = greedy(model, inputs, n=2)  # still usable afterwards
     assert tokens.shape == (1, 2)
 
+
+
+def test_inputs_embeds_without_ids_warns_and_reduces_nothing(processors, videos, caplog):
+    processor = processors["qwen2_vl"]
+    model = build_tiny_model("qwen2_vl", num_layers=2, processor=processor)
+    inputs = make_inputs(processor, ["What moves?"], [videos[8]])
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(inputs["input_ids"])
+        base = model.model.language_model(inputs_embeds=embeds).last_hidden_state
+        with framefusion.apply(model, FrameFusionConfig(cost=0.3)), caplog.at_level("WARNING", logger="framefusion"):
+            got = model.model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).last_hidden_state
+    assert "without input_ids" in caplog.text
+    assert got.shape == base.shape

@@ -87,7 +87,7 @@ def run(args) -> int:
         "torch_threads": torch.get_num_threads(),
         "size": args.size,
         "vision_depth": args.vision_depth,
-        "command": "framefusion bench " + " ".join(getattr(args, "argv", [])),
+        "command": "framefusion " + " ".join(getattr(args, "argv", [])),
     }
     paths = bench.write_outputs(rows, args.out, meta)
     print(f"model {args.model} ({weights}, {args.dtype}, {device})")

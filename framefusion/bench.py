@@ -139,6 +139,12 @@ class _LLMTimer:
             h.remove()
 
 
+def output_cache(output):
+    """The KV cache of a model output (``cache`` from transformers 5.24 on, ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _kv_bytes(cache) -> int:
     total = 0
     for layer in getattr(cache, "layers", []):
@@ -211,7 +217,7 @@ def run_bench(
                         if round_ == 0:  # warm-up; also measure the cache once
                             with torch.inference_mode():
                                 out = model(**prepare(), use_cache=True, logits_to_keep=1)
-                            kv[name] = _kv_bytes(out.past_key_values)
+                            kv[name] = _kv_bytes(output_cache(out))
                             del out
                             peak[name] = torch.cuda.max_memory_allocated() if cuda else None
                             reports[name] = handle.last_report() if handle else None

@@ -118,7 +118,7 @@ class FrameFusionHandle:
 
     def _on_input(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("past_key_values")
+        cache = _cache(kwargs)
         seen = cache.get_seq_length() if cache is not None else 0
         if seen == 0:
             self._local.call = self._start_call(kwargs, input_ids)
@@ -188,7 +188,7 @@ class FrameFusionHandle:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
             if call.cache_ref is None and call.layers_seen == 0:
-                cache = kwargs.get("past_key_values")
+                cache = _cache(kwargs)
                 _check_cache(cache)
                 call.cache_ref = weakref.ref(cache) if cache is not None else (lambda: None)
             if not call.prefill_done:
@@ -407,7 +407,7 @@ class FrameFusionHandle:
         valid = call.layer_valid.get(layer_idx)
         if valid is None:
             return None  # this layer's cache has every token: the model's own mask is right
-        cache = kwargs.get("past_key_values")
+        cache = _cache(kwargs)
         if cache is None:
             return None
         q = hidden.shape[1]
@@ -443,6 +443,16 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x: (b, L, d) gathered at index (b, Lc) (padding -1 reads slot 0)."""
     idx = index.clamp_min(0).to(x.device)
     return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def _cache(kwargs: dict):
+    """The KV cache a forward was given: ``cache`` from transformers 5.24 on, ``past_key_values``
+    before (and as the deprecated alias a caller may still pass)."""
+    for name in ("cache", "past_key_values"):
+        value = kwargs.get(name)
+        if value is not None:
+            return value
+    return None
 
 
 def _check_cache(cache) -> None:

@@ -10,6 +10,7 @@ from conftest import greedy
 import framefusion
 from framefusion import FrameFusionConfig, Replay
 from framefusion.adapters import adapter_for
+from framefusion.bench import output_cache
 from framefusion.models.zoo import build, video_inputs
 
 FAMILIES = [
@@ -193,7 +194,7 @@ def test_hand_written_decode_loop_continues_original_positions(family, videos):
         tokens, step_logits = greedy(model, inputs, n=4)
         with torch.no_grad():
             out = model(**inputs, use_cache=True)
-            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            cache, nxt = output_cache(out), out.logits[:, -1:].argmax(-1)
             mine = [nxt]
             for _ in range(3):
                 out = model(input_ids=nxt, past_key_values=cache, use_cache=True)

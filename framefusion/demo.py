@@ -1,12 +1,14 @@
 """The built-in demo: untouched vs FrameFusion on one model and one video, side by side.
 
-By default the model is a Qwen2-VL architecture with RANDOM weights built from a config (no
-checkpoint can be downloaded here), so its answers are meaningless; the demo shows what is kept
-per layer and what it costs in time, not accuracy.
+By default the model is the small Qwen2-VL shipped in ``framefusion/assets/model`` (trained on
+synthetic moving-shape videos by ``scripts/train_synthetic.py``), asked the shipped video's question,
+whose answer is known. With ``random_weights=True`` it is a bigger Qwen2-VL architecture with RANDOM
+weights built from a config (for timing at realistic sizes; its answers are meaningless).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +40,9 @@ class DemoResult:
     generate_seconds: dict = field(default_factory=dict)
     reduction_seconds: float = 0.0
     answers: dict = field(default_factory=dict)
+    question: str = ""
+    expected: str | None = None  # the known answer (trained model on the shipped video)
+    trained: bool = False
 
     def median(self, table: dict, key: str) -> float:
         return statistics.median(table[key])
@@ -82,33 +87,64 @@ class _Timer:
 def run_demo(
     config: FrameFusionConfig | None = None,
     video_path: str | Path | None = None,
-    frames: int = 16,
-    size: int = 448,
+    frames: int | None = None,
+    size: int | None = None,
     num_layers: int = 12,
     hidden_size: int = 512,
-    new_tokens: int = 8,
+    new_tokens: int | None = None,
     repeats: int = 3,
-    question: str = "What moves in this video, and in which direction?",
+    question: str | None = None,
     progress: bool = True,
+    random_weights: bool = False,
 ) -> DemoResult:
+    """Untouched vs ``config``. Trained model (default): frames/size as trained, the shipped question;
+    ``random_weights``: 16 frames at 448, ``num_layers``/``hidden_size``, a free-form question."""
     from tqdm.auto import tqdm
 
+    from .evaluate import ASSET_MODEL, load_model
     from .models import build_tiny_model, build_tiny_processor, demo_video_path, read_video
 
     config = config or FrameFusionConfig()
+    trained = not random_weights
+    expected = None
+    if trained:
+        if not (ASSET_MODEL / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no trained model in {ASSET_MODEL}; run scripts/train_synthetic.py or use --random"
+            )
+        model, processor = load_model(ASSET_MODEL)
+        info = json.loads((ASSET_MODEL / "training.json").read_text())
+        frames, size = frames or info["frames"], size or info["size"]
+        if question is None:
+            if video_path is not None:
+                raise ValueError("with --video, ask a --question (the trained model answers one-word questions)")
+            qa = json.loads((demo_video_path().parent / "demo_qa.json").read_text())
+            question, expected = qa["question"], qa["answer"]
+        new_tokens = new_tokens or 1  # the one-word answer
+        c = model.config.text_config
+        n_params = sum(p.numel() for p in model.parameters())
+        model_name = (
+            f"small Qwen2-VL trained on synthetic videos (framefusion/assets/model: {c.num_hidden_layers} layers, "
+            f"hidden {c.hidden_size}, {n_params / 1e6:.1f}M parameters)"
+        )
     video_path = Path(video_path) if video_path else demo_video_path()
+    frames, size = frames or 16, size or 448
     video = _resize(read_video(video_path, num_frames=frames), size)
-    processor = build_tiny_processor("qwen2_vl", max_pixels=size * size)
-    model = build_tiny_model(
-        "qwen2_vl",
-        processor=processor,
-        num_layers=num_layers,
-        hidden_size=hidden_size,
-        num_heads=8,
-        num_kv_heads=2,
-        intermediate_size=hidden_size * 4,
-        vision_depth=2,
-    )
+    if not trained:
+        question = question or "What moves in this video, and in which direction?"
+        new_tokens = new_tokens or 8
+        model_name = f"Qwen2-VL architecture, random weights ({num_layers} layers, hidden {hidden_size})"
+        processor = build_tiny_processor("qwen2_vl", max_pixels=size * size)
+        model = build_tiny_model(
+            "qwen2_vl",
+            processor=processor,
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            num_heads=8,
+            num_kv_heads=2,
+            intermediate_size=hidden_size * 4,
+            vision_depth=2,
+        )
     text = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
         add_generation_prompt=True,
@@ -147,7 +183,7 @@ def run_demo(
     per_layer = report.vision_tokens_per_layer[0]
     text_tokens = inputs["input_ids"].shape[1] - video_tokens
     return DemoResult(
-        model=f"Qwen2-VL architecture, random weights ({num_layers} layers, hidden {hidden_size})",
+        model=model_name,
         video=str(video_path),
         frames=len(video),
         size=size,
@@ -161,6 +197,9 @@ def run_demo(
         generate_seconds=generate_seconds,
         reduction_seconds=report.reduction_seconds,
         answers=answers,
+        question=question,
+        expected=expected,
+        trained=trained,
     )
 
 
@@ -172,7 +211,9 @@ def format_demo(result: DemoResult) -> str:
     lines = [
         "framefusion demo",
         f"  model : {result.model}",
-        "          (random weights: the answers are meaningless; this shows tokens kept and time, not accuracy)",
+        "          (a small model trained on synthetic moving-shape videos: it answers one-word questions about them)"
+        if result.trained
+        else "          (random weights: the answers are meaningless; this shows tokens kept and time, not accuracy)",
         f"  video : {result.video}, {result.frames} frames at {result.size}x{result.size}"
         f" -> {result.video_tokens} video tokens in a {result.prompt_tokens}-token prompt",
         f"  config: cost={c['cost']} similarity_threshold={c['similarity_threshold']}"
@@ -188,6 +229,7 @@ def format_demo(result: DemoResult) -> str:
         f"  reduction itself: {result.reduction_seconds * 1000:.1f} ms"
         f" ({100 * result.reduction_seconds / pre_f:.1f}% of the reduced prefill)",
         "",
+        f"  question: {result.question!r}" + (f" (known answer: {result.expected!r})" if result.expected else ""),
         f"  answer, untouched  : {result.answers['untouched']!r}",
         f"  answer, framefusion: {result.answers['framefusion']!r}",
     ]

@@ -4,4 +4,4 @@ A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``ru
 Add a command by writing its module and naming it in ``COMMANDS``.
 """
 
-COMMANDS = ["demo", "bench", "analyze", "run", "visualize", "web"]
+COMMANDS = ["demo", "bench", "analyze", "run", "visualize", "web", "eval"]

@@ -12,19 +12,26 @@ HELP = "untouched vs FrameFusion side by side on a built-in model and the shippe
 def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--video", help="video file (default: the shipped demo video)")
-    p.add_argument("--frames", type=int, default=16, help="frames sampled from the video")
-    p.add_argument("--size", type=int, default=448, help="frame side in pixels (multiple of 28)")
-    p.add_argument("--layers", type=int, default=12, help="decoder layers of the random model")
-    p.add_argument("--hidden", type=int, default=512, help="hidden size of the random model")
-    p.add_argument("--new-tokens", type=int, default=8)
+    p.add_argument("--frames", type=int, default=None, help="frames sampled (default: as trained; 16 with --random)")
+    p.add_argument(
+        "--size", type=int, default=None, help="frame side, multiple of 28 (default: as trained; 448 with --random)"
+    )
+    p.add_argument("--random", action="store_true", help="a bigger random-weight model (for timing)")
+    p.add_argument("--question", help="question to ask (default: the shipped video's known question)")
+    p.add_argument("--layers", type=int, default=None, help="layers of the random model (implies --random; 12)")
+    p.add_argument("--hidden", type=int, default=None, help="hidden size of the random model (implies --random; 512)")
+    p.add_argument(
+        "--new-tokens", type=int, default=None, help="tokens generated (default 1, the answer word; 8 with --random)"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def run(args) -> int:
     config = config_from(args)
-    check_size(args.size)
-    if args.frames < 1:
+    if args.size is not None:
+        check_size(args.size)
+    if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     from ..demo import format_demo, run_demo
 
@@ -33,11 +40,13 @@ def run(args) -> int:
         video_path=args.video,
         frames=args.frames,
         size=args.size,
-        num_layers=args.layers,
-        hidden_size=args.hidden,
+        num_layers=args.layers or 12,
+        hidden_size=args.hidden or 512,
         new_tokens=args.new_tokens,
         repeats=args.repeats,
         progress=not args.json,
+        random_weights=args.random or args.layers is not None or args.hidden is not None,
+        question=args.question,
     )
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_demo(result))
     return 0

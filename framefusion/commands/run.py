@@ -21,7 +21,11 @@ HELP = "answer a question about a video with FrameFusion (--compare: and untouch
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
 DEFAULT_QUESTION = "What moves in this video, and in which direction?"
-SHIPPED_QUESTION = "which shape stays still?"  # a question the shipped model was trained on
+SHIPPED_QA = SHIPPED_MODEL.parent / "demo_qa.json"  # the shipped video's question and answer
+SHIPPED_QUESTION = (
+    json.loads(SHIPPED_QA.read_text())["question"] if SHIPPED_QA.is_file() else "what colour is the still shape?"
+)
+SHIPPED_FRAMES = 8  # the shipped model was trained on 8-frame clips
 DEFAULT_FRAMES = 16
 RANDOM_NOTE = (
     "framefusion/assets/model/ is not there yet, so this is a tiny Qwen2-VL with RANDOM weights "
@@ -343,8 +347,9 @@ def sample_video(path: str | Path, frames: int | None = None, *, exact: bool = T
     return video
 
 
-def read_input_video(path: str | None, frames: int | None, progress: bool):
-    """``(name, frames)`` of the video at ``path`` (default: the shipped one), sampled uniformly."""
+def read_input_video(path: str | None, frames: int | None, progress: bool, exact: bool = True):
+    """``(name, frames)`` of the video at ``path`` (default: the shipped one), sampled uniformly;
+    ``exact=False``: a shorter video gives all its frames."""
     from ..models import demo_video_path
 
     if frames is not None and frames < 1:
@@ -355,7 +360,7 @@ def read_input_video(path: str | None, frames: int | None, progress: bool):
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
     with _stage(f"decoding {path.name}", progress):
-        video = sample_video(path, frames)
+        video = sample_video(path, frames, exact=exact)
     return str(path), video
 
 
@@ -374,7 +379,10 @@ def run(args) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     progress = not args.json
-    name, video = read_input_video(args.video, args.frames, progress)
+    frames, exact = args.frames, args.frames is not None
+    if frames is None and args.model is None and (SHIPPED_MODEL / "config.json").is_file():
+        frames = SHIPPED_FRAMES  # the shipped model's clip length; a shorter video gives all its frames
+    name, video = read_input_video(args.video, frames, progress, exact=exact)
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, device=args.device, progress=progress)
     result = answer(
         loaded,

@@ -1,0 +1,85 @@
+"""``framefusion eval``: QA accuracy of a model untouched and under each method and budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
+
+METHODS = ("framefusion", "fastv", "random", "merge-only", "prune-only", "input-merge", "uniform")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", help="saved Qwen2-VL folder (default: framefusion/assets/model, the shipped one)")
+    p.add_argument("--qa", help="JSON list of {video, question, answer} or a folder with qa.json "
+                   "(default: the synthetic test split)")  # fmt: skip
+    p.add_argument("--count", type=int, default=200, help="synthetic test questions (default 200)")
+    p.add_argument("--frames", type=int, default=None, help="frames per video (default: as trained)")
+    p.add_argument("--costs", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="budgets, each in (0, 1]")
+    p.add_argument("--methods", nargs="+", default=["framefusion", "fastv", "random"], choices=METHODS,
+                   help="methods to run at every budget")  # fmt: skip
+    p.add_argument("--similarity-threshold", type=float, default=0.6, help="FrameFusion merge threshold")
+    p.add_argument("--ratio-threshold", type=float, default=0.1, help="FrameFusion cascade threshold")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--out", default="outputs/eval", help="folder for eval.json, eval.md, eval.png")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def _configs(args) -> list:
+    from ..compare import sweep
+    from ..config import (
+        FastVConfig,
+        FrameFusionConfig,
+        InputMergeConfig,
+        RandomPruneConfig,
+        UniformPruneConfig,
+    )
+
+    for c in args.costs:
+        if not 0.0 < c <= 1.0:
+            raise ValueError(f"--costs must each be in (0, 1], got {c}")
+    ff = dict(similarity_threshold=args.similarity_threshold, ratio_threshold=args.ratio_threshold)
+    base = {
+        "framefusion": FrameFusionConfig(**ff),
+        "fastv": FastVConfig(),
+        "random": RandomPruneConfig(),
+        "merge-only": FrameFusionConfig(**ff, prune=False),
+        "prune-only": FrameFusionConfig(**ff, merge=False),
+        "input-merge": InputMergeConfig(),
+        "uniform": UniformPruneConfig(),
+    }
+    return sweep([base[m] for m in dict.fromkeys(args.methods)], args.costs)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..evaluate import evaluate, load_model, load_qa, synthetic_test_set
+
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    configs = _configs(args)
+    model, processor = load_model(args.model)
+    if args.qa:
+        items = load_qa(args.qa, frames=args.frames)
+        source = str(args.qa)
+    else:
+        items = synthetic_test_set(args.count, frames=args.frames, model_path=args.model)
+        source = f"synthetic test split, {args.count} questions"
+    meta = dict(model=str(args.model or "framefusion/assets/model"), questions_from=source)
+    rows = evaluate(model, processor, items, configs, batch_size=args.batch, out_dir=args.out,
+                    meta=meta, progress=not args.json)  # fmt: skip
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows], indent=2))
+    else:
+        print((Path(args.out) / "eval.md").read_text())
+        print(f"written: {Path(args.out) / 'eval.json'}, eval.md, eval.png")
+    return 0

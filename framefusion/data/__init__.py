@@ -1,0 +1,1 @@
+"""Data sets: procedurally generated video question answering."""

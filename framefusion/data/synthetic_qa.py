@@ -1,0 +1,393 @@
+"""Procedural video question answering: moving coloured shapes over a still textured background.
+
+Every sample is a short clip (default 16 frames, 112x112) with two shapes (two of circle, square
+and triangle, in two colours): one moves in a straight line (left, right, up or down) and changes
+colour once, at a random frame in the middle, to a third colour; the other stays still.
+The background is bit-identical in every frame, so adjacent-frame redundancy is real.
+
+Each question is answered by ONE word from a closed set, and needs the video and its time order:
+
+==============  ==============================================  ===================================
+kind            question                                        answers
+==============  ==============================================  ===================================
+``direction``   "which way does the moving shape go?"           left / right / up / down
+``still``       "what colour is the still shape?"               red / green / blue / yellow / purple
+``turns_into``  "what colour does the moving shape turn into?"  red / green / blue / yellow / purple
+``start``       "what colour is the moving shape at the start?" red / green / blue / yellow / purple
+==============  ==============================================  ===================================
+
+(A first version named objects by form -- "which way does the square move?" -- among three shapes;
+a tiny model trained from scratch on two CPU cores stayed at chance for 500+ steps, so the scenes
+were simplified to what it can learn in the time budget.)
+
+Splits come from distinct seed ranges (:data:`SPLIT_SEEDS`): sample ``i`` of split ``s`` is drawn
+from ``numpy.random.default_rng([SPLIT_SEEDS[s], i])``, so the test split is never seen in training.
+
+The tokenizer (:func:`build_qa_tokenizer`) is the project's tiny byte-level BPE tokenizer with the
+question and answer words added as merges, so every answer word is a single token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import pre_tokenizers
+from transformers import (
+    GenerationConfig,
+    Qwen2Tokenizer,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+from ..models.tiny import _WORDS, MAX_PIXELS, MIN_PIXELS, SPECIAL_TOKENS, TINY_CHAT_TEMPLATE
+
+__all__ = [
+    "ANSWERS",
+    "COLOURS",
+    "DIRECTIONS",
+    "KINDS",
+    "SHAPES",
+    "SPLIT_SEEDS",
+    "QASample",
+    "build_qa_model",
+    "build_qa_processor",
+    "build_qa_tokenizer",
+    "chat_text",
+    "encode",
+    "make_sample",
+    "make_split",
+    "patchify",
+    "write_demo",
+]
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (30, 200, 50),
+    "blue": (30, 70, 245),
+    "yellow": (250, 230, 30),
+    "purple": (160, 40, 220),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+DIRECTIONS: dict[str, tuple[int, int]] = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+KINDS: tuple[str, ...] = ("direction", "still", "turns_into", "start")
+ANSWERS: dict[str, tuple[str, ...]] = {
+    "direction": tuple(DIRECTIONS),
+    "still": tuple(COLOURS),
+    "turns_into": tuple(COLOURS),
+    "start": tuple(COLOURS),
+}
+SPLIT_SEEDS: dict[str, int] = {"train": 1_000, "validation": 2_000, "test": 3_000, "demo": 4_000}
+
+_EXTRA_WORDS: tuple[str, ...] = (
+    "which", "way", "does", "move", "shape", "stays", "still", "colour", "turn", "into", "at", "start",
+    "triangle", "yellow", "purple", "circle", "square", "moving", "go", "red", "green", "blue", "left", "right", "up", "down",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QASample:
+    """One question about one clip; ``video`` is ``(T, H, W, 3)`` uint8."""
+
+    video: np.ndarray
+    question: str
+    answer: str
+    kind: str
+    seed: tuple[int, int]
+
+    def as_record(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("video")
+        return d
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+
+
+def build_qa_tokenizer() -> Qwen2Tokenizer:
+    """The tiny byte-level BPE tokenizer plus merges for the QA words (every answer is one token)."""
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges: list[tuple[str, str]] = []
+    # answer words first, longest first, so that no other merge outranks a step of their chains
+    answers = sorted({a for group in ANSWERS.values() for a in group}, key=lambda w: (-len(w), w))
+    words = list(dict.fromkeys(_WORDS + _EXTRA_WORDS))
+    for spelled in answers + [f"\u0120{w}" for w in words] + words:
+        cur = spelled[0]
+        for ch in spelled[1:]:
+            if cur + ch not in vocab:
+                vocab[cur + ch] = len(vocab)
+                merges.append((cur, ch))
+            cur += ch
+    for tok in SPECIAL_TOKENS:
+        vocab[tok] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
+        padding_side="left",
+        model_max_length=32768,
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    for word in answers:
+        if len(tokenizer(word)["input_ids"]) != 1:
+            raise RuntimeError(f"answer word {word!r} is not a single token")
+    return tokenizer
+
+
+def build_qa_processor(max_pixels: int = MAX_PIXELS) -> Qwen2VLProcessor:
+    """A real Qwen2-VL processor (patch 14, temporal patch 2, merge 2) around :func:`build_qa_tokenizer`."""
+    kw: dict[str, Any] = dict(
+        patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=MIN_PIXELS, max_pixels=max_pixels
+    )
+    return Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**kw),
+        tokenizer=build_qa_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(**kw, do_sample_frames=False, cap_pixels_per_frame=False),
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+
+
+def build_qa_model(
+    processor: Qwen2VLProcessor,
+    hidden_size: int = 160,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 448,
+    vision_embed_dim: int = 64,
+    vision_depth: int = 2,
+    vision_heads: int = 4,
+    seed: int = 0,
+) -> Qwen2VLForConditionalGeneration:
+    """A freshly initialised (seeded) small Qwen2-VL whose token ids match ``processor``."""
+    tok = processor.tokenizer
+    ids = {name: tok.convert_tokens_to_ids(f"<|{name}|>") for name in ("endoftext", "im_end", "vision_start")}
+    head_dim = hidden_size // num_heads
+    if hidden_size % num_heads or head_dim % 2:
+        raise ValueError(f"hidden_size={hidden_size} / num_heads={num_heads} must give an even head_dim")
+    half = head_dim // 2  # M-RoPE splits the rotary half-dim into (temporal, height, width)
+    mrope_section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10_000.0, "mrope_section": mrope_section},
+            bos_token_id=ids["endoftext"],
+            eos_token_id=ids["im_end"],
+            pad_token_id=ids["endoftext"],
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            embed_dim=vision_embed_dim,
+            hidden_size=hidden_size,
+            num_heads=vision_heads,
+            mlp_ratio=2,
+            patch_size=14,
+            temporal_patch_size=2,
+            spatial_merge_size=2,
+        ),
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["endoftext"],
+        eos_token_id=[ids["im_end"], ids["endoftext"]],
+        pad_token_id=ids["endoftext"],
+        do_sample=False,
+    )
+    return model
+
+
+# ------------------------------------------------------------------------------------------- videos
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    bg = np.empty((size, size, 3), np.float32)
+    for c in range(3):  # smooth muted stripes + a checkerboard of random tints
+        fx, fy, phase = rng.uniform(1, 4), rng.uniform(1, 4), rng.uniform(0, 2 * np.pi)
+        bg[..., c] = 110 + 30 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)
+    cells = rng.integers(-20, 21, size=(8, 8, 3)).astype(np.float32)
+    bg += np.kron(cells, np.ones((size // 8 + 1, size // 8 + 1, 1), np.float32))[:size, :size]
+    return bg.clip(0, 255).astype(np.uint8)
+
+
+def _mask(shape: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    dy, dx = yy - cy, xx - cx
+    if shape == "circle":
+        return dy * dy + dx * dx <= r * r
+    if shape == "square":
+        return np.maximum(np.abs(dy), np.abs(dx)) <= 0.85 * r
+    # triangle pointing up: base at cy + r, apex at cy - r
+    return (dy <= r) & (dy >= -r) & (np.abs(dx) <= (dy + r) / 2)
+
+
+def _scene(rng: np.random.Generator, num_frames: int, size: int) -> dict[str, Any]:
+    """Two objects, no overlap: object 0 moves and changes colour once, object 1 stays still.
+
+    The colour changes between the two frames of one temporal patch (the first new-colour frame is
+    odd), so the change is visible inside one video token as well as across tokens.
+    """
+    shapes = [str(x) for x in rng.choice(SHAPES, size=2, replace=False)]
+    colours = [str(c) for c in rng.choice(list(COLOURS), size=2, replace=False)]
+    new_colour = str(rng.choice([c for c in COLOURS if c not in colours]))
+    odd = [f for f in range(num_frames // 4, num_frames - num_frames // 4 + 1) if f % 2 == 1]
+    change_at = int(rng.choice(odd))
+    direction = str(rng.choice(list(DIRECTIONS)))
+    step = np.array(DIRECTIONS[direction], np.float64)
+    along = int(np.argmax(np.abs(step)))  # axis of motion: 0 = y, 1 = x
+    t = np.linspace(0.0, 1.0, num_frames)[:, None]
+    for _ in range(200):
+        radius = rng.uniform(0.09, 0.12, 2) * size
+        lo, hi = radius[0] + 1, size - radius[0] - 1
+        length = rng.uniform(0.35, 0.6) * size
+        start = rng.uniform(lo, hi, 2)
+        start[along] = rng.uniform(lo, hi - length) if step[along] > 0 else rng.uniform(lo + length, hi)
+        still = rng.uniform(radius[1] + 1, size - radius[1] - 1, 2)
+        tracks = [start[None] + t * length * step[None], np.repeat(still[None], num_frames, 0)]
+        if np.min(np.linalg.norm(tracks[0] - tracks[1], axis=1)) - radius.sum() > 3:
+            break
+    return dict(
+        shapes=shapes,
+        colours=colours,
+        changer=0,
+        new_colour=new_colour,
+        change_at=change_at,
+        tracks=tracks,
+        radius=radius,
+        direction=direction,
+    )
+
+
+def _render(rng: np.random.Generator, scene: dict[str, Any], num_frames: int, size: int) -> np.ndarray:
+    frames = np.repeat(_background(rng, size)[None], num_frames, axis=0)
+    for k in range(len(scene["shapes"])):
+        r = scene["radius"][k]
+        for f in range(num_frames):
+            colour = scene["colours"][k]
+            if k == scene["changer"] and f >= scene["change_at"]:
+                colour = scene["new_colour"]
+            cy, cx = scene["tracks"][k][f]
+            y0, y1 = max(0, int(cy - r) - 1), min(size, int(cy + r) + 2)
+            x0, x1 = max(0, int(cx - r) - 1), min(size, int(cx + r) + 2)
+            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            frames[f, y0:y1, x0:x1][_mask(scene["shapes"][k], cy, cx, r, yy, xx)] = COLOURS[colour]
+    return frames
+
+
+def make_sample(split: str, index: int, num_frames: int = 16, size: int = 112, kind: str | None = None) -> QASample:
+    """Sample ``index`` of ``split`` (deterministic); ``kind`` fixes the question type (default: drawn)."""
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_SEEDS)}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown question kind {kind!r}; expected one of {list(KINDS)}")
+    if num_frames < 4 or num_frames % 2:
+        raise ValueError(f"num_frames must be an even number >= 4, got {num_frames}")
+    if size < 56 or size % 28:
+        raise ValueError(f"size must be a multiple of 28 and >= 56, got {size}")
+    seed = (SPLIT_SEEDS[split], int(index))
+    rng = np.random.default_rng(list(seed))
+    scene = _scene(rng, num_frames, size)
+    video = _render(rng, scene, num_frames, size)
+    kind = kind or str(rng.choice(KINDS))
+    if kind == "direction":
+        question, answer = "which way does the moving shape go?", scene["direction"]
+    elif kind == "still":
+        question, answer = "what colour is the still shape?", scene["colours"][1]
+    elif kind == "turns_into":
+        question, answer = "what colour does the moving shape turn into?", scene["new_colour"]
+    else:
+        question, answer = "what colour is the moving shape at the start?", scene["colours"][0]
+    return QASample(video=video, question=question, answer=answer, kind=kind, seed=seed)
+
+
+def make_split(split: str, count: int, start: int = 0, **kwargs: Any) -> list[QASample]:
+    """``count`` samples ``start .. start + count - 1`` of ``split``."""
+    return [make_sample(split, i, **kwargs) for i in range(start, start + count)]
+
+
+# ------------------------------------------------------------------------------------------ encoding
+
+
+def chat_text(processor: Any, question: str, answer: str | None = None) -> str:
+    """The chat-template prompt for one video question (with the answer appended when given)."""
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    return text if answer is None else text + answer + "<|im_end|>"
+
+
+def encode(processor: Any, samples: list[QASample], with_answers: bool = False) -> Any:
+    """Real processor output (left padded) for a batch of samples; ``with_answers`` appends the answers."""
+    texts = [chat_text(processor, s.question, s.answer if with_answers else None) for s in samples]
+    return processor(text=texts, videos=[s.video for s in samples], padding=True, return_tensors="pt")
+
+
+def patchify(video: np.ndarray, processor: Any) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Fast equivalent of the Qwen2-VL video processor for frames that need no resize.
+
+    Returns normalised ``(T/2 * H/14 * W/14, 3*2*14*14)`` float32 patches in the processor's order and
+    the ``(t, h, w)`` grid. Only valid when ``H`` and ``W`` are multiples of 28 within the pixel limits
+    (checked against the processor in the tests).
+    """
+    vp = processor.video_processor
+    p, tp, m = vp.patch_size, vp.temporal_patch_size, vp.merge_size
+    t, h, w, c = video.shape
+    gt, gh, gw = t // tp, h // p, w // p
+    x = np.asarray(video, np.uint8).reshape(gt, tp, gh // m, m, p, gw // m, m, p, c)
+    x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7).reshape(gt * gh * gw, c, tp * p * p)  # uint8: a cheap copy
+    mean = np.asarray(vp.image_mean, np.float32)[:, None]
+    std = np.asarray(vp.image_std, np.float32)[:, None]
+    x = (x.astype(np.float32) / np.float32(255.0) - mean) / std
+    return x.reshape(gt * gh * gw, c * tp * p * p), (gt, gh, gw)
+
+
+def write_demo(
+    index: int = 0,
+    kind: str = "direction",
+    num_frames: int = 8,
+    repeat: int = 2,
+    size: int = 112,
+    video_path: str | Path | None = None,
+) -> dict[str, str]:
+    """Write the shipped demo video (sample ``index`` of the ``demo`` split) and ``demo_qa.json`` beside it.
+
+    The clip has ``num_frames`` distinct frames, each shown ``repeat`` times (16 frames by default), so
+    that sampling ``num_frames`` of them uniformly gives back the generated sample.
+    Returns ``{"video", "question", "answer", "kind"}``, the JSON written.
+    """
+    from ..models.tiny import demo_video_path, read_video, write_video
+
+    video_path = Path(video_path) if video_path else demo_video_path()
+    sample = make_sample("demo", index, num_frames=num_frames, size=size, kind=kind)
+    write_video(np.repeat(sample.video, repeat, axis=0), video_path, fps=4 * repeat)
+    back = read_video(video_path, num_frames=num_frames).astype(int)
+    if np.abs(back - sample.video).mean() > 8:
+        raise RuntimeError(f"{video_path}: resampled frames do not match the sample")
+    qa = dict(video=video_path.name, question=sample.question, answer=sample.answer, kind=sample.kind,
+              made_by=f"framefusion.data.synthetic_qa.write_demo(index={index}, kind={kind!r})")  # fmt: skip
+    (video_path.parent / "demo_qa.json").write_text(json.dumps(qa, indent=1) + "\n")
+    return qa

@@ -1,0 +1,1 @@
+"""Integrations of framefusion with evaluation harnesses."""

@@ -1,0 +1,198 @@
+"""The shipped trained model, the synthetic QA data and ``framefusion eval`` (accuracy vs budget)."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from framefusion.cli import main
+from framefusion.config import FastVConfig, FrameFusionConfig, RandomPruneConfig
+from framefusion.data import synthetic_qa as qa
+from framefusion.evaluate import ASSET_MODEL, evaluate, first_word, load_model, synthetic_test_set
+from framefusion.integrations import lmms_eval as lm
+
+# Untouched accuracy of the shipped model on the first 40 test questions: measured 0.525 (21/40;
+# 0.512 on 500). The bound leaves 3 answers of slack for other CPUs' rounding and still catches
+# damaged or mismatched weights (answering from the question alone scores about 0.22).
+ACCURACY_BOUND = 0.45
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def test_items():
+    return synthetic_test_set(40)
+
+
+def test_shipped_model_and_processor_load_offline_with_from_pretrained():
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    model = Qwen2VLForConditionalGeneration.from_pretrained(ASSET_MODEL, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(ASSET_MODEL, local_files_only=True)
+    assert type(processor).__name__ == "Qwen2VLProcessor"
+    assert model.config.video_token_id == processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    for answers in qa.ANSWERS.values():
+        for word in answers:
+            assert len(processor.tokenizer(word)["input_ids"]) == 1, word
+    size = sum(f.stat().st_size for f in ASSET_MODEL.iterdir())
+    assert size < 8 * 2**20  # a few MB in the repository
+
+
+def test_shipped_model_answers_held_out_questions(shipped, test_items):
+    model, processor = shipped
+    rows = evaluate(model, processor, test_items, configs=[], progress=False)
+    assert rows[0]["label"] == "untouched" and rows[0]["total"] == 40
+    assert rows[0]["accuracy"] >= ACCURACY_BOUND, rows[0]
+
+
+def test_eval_command_writes_the_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main(["eval", "--count", "4", "--costs", "0.5", "--out", str(out), "--json"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in rows] == ["untouched", "framefusion", "fastv", "random"]
+    for r in rows[1:]:
+        assert r["cost"] == 0.5 and r["achieved_cost"] <= 0.5 and r["total"] == 4
+        assert r["drop"] == pytest.approx(100 * (rows[0]["accuracy"] - r["accuracy"]))
+    saved = json.loads((out / "eval.json").read_text())
+    assert len(saved["rows"]) == 4 and len(saved["gold"]) == 4
+    table = (out / "eval.md").read_text()
+    assert "| method | budget (cost) | accuracy | drop vs untouched (points) | achieved cost" in table
+    assert (out / "eval.png").stat().st_size > 1000
+
+
+def test_eval_on_a_json_qa_folder(tmp_path, shipped):
+    from framefusion.models import write_video
+
+    records = []
+    for i in range(2):
+        s = qa.make_sample("test", i, num_frames=8)
+        write_video(s.video, tmp_path / f"clip{i}.mp4")
+        records.append({"video": f"clip{i}.mp4", "question": s.question, "answer": s.answer.capitalize() + "."})
+    (tmp_path / "qa.json").write_text(json.dumps(records))
+    out = tmp_path / "out"
+    assert main(["eval", "--qa", str(tmp_path), "--costs", "0.5", "--methods", "framefusion", "--out", str(out)]) == 0
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert [r["total"] for r in rows] == [2, 2]
+    assert json.loads((out / "eval.json").read_text())["gold"] == [r["answer"].lower()[:-1] for r in records]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["eval", "--costs", "0"], ["--costs", "(0, 1]"]),
+        (["eval", "--count", "0"], ["--count", ">= 1"]),
+        (["eval", "--model", "/no/such/model"], ["no model in", "/no/such/model"]),
+        (["eval", "--qa", "/no/such/qa.json"], ["QA file not found", "/no/such/qa.json"]),
+    ],
+)
+def test_eval_bad_input_exits_2(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err
+
+
+def test_bad_qa_json_is_refused_clearly(tmp_path):
+    from framefusion.evaluate import load_qa
+
+    (tmp_path / "qa.json").write_text(json.dumps([{"video": "a.mp4", "question": "q"}]))
+    with pytest.raises(ValueError, match="entry 0 must have string fields"):
+        load_qa(tmp_path)
+
+
+def test_first_word():
+    assert first_word("  Left.<|im_end|>") == "left" and first_word("") == "" and first_word("blue shape") == "blue"
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def test_samples_are_deterministic_and_splits_differ():
+    a, b = qa.make_sample("train", 3, num_frames=8), qa.make_sample("train", 3, num_frames=8)
+    assert np.array_equal(a.video, b.video) and a.question == b.question and a.answer == b.answer
+    test = qa.make_sample("test", 3, num_frames=8)
+    assert not np.array_equal(a.video, test.video)
+    assert a.video.shape == (8, 112, 112, 3) and a.video.dtype == np.uint8
+
+
+def test_every_kind_has_a_consistent_answer():
+    for i in range(40):
+        for kind in qa.KINDS:
+            s = qa.make_sample("validation", i, num_frames=8, kind=kind)
+            assert s.kind == kind and s.answer in qa.ANSWERS[kind]
+
+
+def test_answers_match_the_pixels():
+    # the moving shape's start colour is in frame 0, its new colour in the last frame, and its
+    # centre moves the way the direction answer says; the still shape's colour is in both
+    for i in range(10):
+        d, still, new, start = (qa.make_sample("test", i, num_frames=8, kind=k) for k in qa.KINDS)
+        assert np.array_equal(d.video, start.video) and np.array_equal(d.video, still.video)
+        first, last = d.video[0], d.video[-1]
+
+        def centre(frame, name):
+            hits = np.argwhere((frame == np.array(qa.COLOURS[name], np.uint8)).all(-1))
+            assert len(hits) > 50, name
+            return hits.mean(0)
+
+        dy, dx = centre(last, new.answer) - centre(first, start.answer)
+        assert {"left": dx < -10, "right": dx > 10, "up": dy < -10, "down": dy > 10}[d.answer]
+        assert np.allclose(centre(first, still.answer), centre(last, still.answer))
+        assert not (first == np.array(qa.COLOURS[new.answer], np.uint8)).all(-1).any()
+
+
+def test_fast_patchify_equals_the_processor():
+    processor = qa.build_qa_processor()
+    samples = qa.make_split("train", 2, num_frames=8)
+    real = qa.encode(processor, samples)
+    fast = np.concatenate([qa.patchify(s.video, processor)[0] for s in samples])
+    assert np.abs(real["pixel_values_videos"].numpy() - fast).max() < 1e-5
+
+
+def test_bad_sample_arguments_are_refused():
+    with pytest.raises(ValueError, match="unknown split"):
+        qa.make_sample("dev", 0)
+    with pytest.raises(ValueError, match="question kind"):
+        qa.make_sample("test", 0, kind="count")
+    with pytest.raises(ValueError, match="num_frames"):
+        qa.make_sample("test", 0, num_frames=3)
+
+
+# ------------------------------------------------------------------------------------------ lmms-eval
+
+
+def test_lmms_eval_settings_from_model_args_and_environment(monkeypatch):
+    rest, ours = lm.split_model_args("pretrained=Qwen/Qwen2.5-VL-7B-Instruct,framefusion_cost=0.5,max_num_frames=64")
+    assert rest == "pretrained=Qwen/Qwen2.5-VL-7B-Instruct,max_num_frames=64"
+    assert lm.config_from_settings(ours) == FrameFusionConfig(cost=0.5)
+    assert lm.config_from_settings({}) is None
+    assert lm.config_from_settings({"framefusion_method": "fastv", "framefusion_cost": "0.3"}) == FastVConfig(cost=0.3)
+    assert lm.config_from_settings({"framefusion_method": "random"}) == RandomPruneConfig(cost=0.3)
+    monkeypatch.setenv("FRAMEFUSION_COST", "0.7")
+    assert lm.config_from_settings(lm._env_settings()) == FrameFusionConfig(cost=0.7)
+    with pytest.raises(ValueError, match="framefusion_method must be one of"):
+        lm.config_from_settings({"framefusion_method": "dycoke"})
+    with pytest.raises(ValueError, match="framefusion_cost must be a number"):
+        lm.config_from_settings({"framefusion_cost": "low"})
+    with pytest.raises(ValueError, match="cost must be in"):
+        lm.config_from_settings({"framefusion_cost": "2"})
+
+
+def test_lmms_eval_patch_applies_to_the_wrapped_model(shipped, test_items):
+    model, processor = shipped
+    lmm = types.SimpleNamespace(model=model, processor=processor)  # what lmms-eval model objects expose
+    handle = lm.patch_lmm(lmm, FrameFusionConfig(cost=0.5))
+    try:
+        inputs = processor(text=[qa.chat_text(processor, test_items[0].question)], videos=[test_items[0].video],
+                           return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=1)
+        assert handle.last_report().achieved_cost[0] <= 0.5
+    finally:
+        handle.remove()

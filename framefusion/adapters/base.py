@@ -30,8 +30,26 @@ class VideoLayout:
         e = torch.zeros(0, dtype=torch.long, device=device)
         return cls(e, e.clone(), e.clone())
 
+    @classmethod
+    def from_parts(
+        cls, positions: list, frames: list, patches: list, device: torch.device | str = "cpu"
+    ) -> "VideoLayout":
+        """Concatenate per-frame pieces (lists of 1-D tensors); empty lists give an empty layout."""
+        if not positions:
+            return cls.empty(device)
+        return cls(torch.cat(positions).to(device), torch.cat(frames).to(device), torch.cat(patches).to(device))
+
     def __len__(self) -> int:
         return int(self.positions.numel())
+
+
+def special_token_id(tokenizer: Any, name: str, token: str) -> int | None:
+    """Id of a named special token (``tokenizer.<name>_id``), else of its usual spelling, else None."""
+    value = getattr(tokenizer, f"{name}_id", None)
+    if isinstance(value, int):
+        return value
+    value = tokenizer.convert_tokens_to_ids(token)
+    return value if isinstance(value, int) and value != tokenizer.unk_token_id else None
 
 
 class Adapter(ABC):

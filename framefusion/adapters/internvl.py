@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoLayout
+from .base import Adapter, VideoLayout, special_token_id
 
 __all__ = ["InternVLAdapter"]
 
@@ -50,8 +50,8 @@ class InternVLAdapter(Adapter):
                 "InternVL needs its processor (or tokenizer) to tell video frames from images: "
                 "framefusion.apply(model, config, processor=processor)"
             )
-        self._img = _token_id(self.tokenizer, "start_image_token", "<img>")
-        self._end = _token_id(self.tokenizer, "end_image_token", "</img>")
+        self._img = special_token_id(self.tokenizer, "start_image_token", "<img>")
+        self._end = special_token_id(self.tokenizer, "end_image_token", "</img>")
 
     def _text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -101,21 +101,5 @@ class InternVLAdapter(Adapter):
                     frames.append(torch.full((per_tile,), frame))
                     patches.append(torch.arange(per_tile) + video * per_tile)  # unique key per video
                 prev_end = end
-            if positions:
-                layouts.append(
-                    VideoLayout(
-                        torch.cat(positions).to(device), torch.cat(frames).to(device), torch.cat(patches).to(device)
-                    )
-                )
-            else:
-                layouts.append(VideoLayout.empty(device))
+            layouts.append(VideoLayout.from_parts(positions, frames, patches, device))
         return layouts
-
-
-def _token_id(tokenizer: Any, name: str, token: str) -> int | None:
-    """Id of a named special token (InternVL tokenizers name them), else of its usual spelling, else None."""
-    value = getattr(tokenizer, f"{name}_id", None)
-    if isinstance(value, int):
-        return value
-    value = tokenizer.convert_tokens_to_ids(token)
-    return value if isinstance(value, int) and value != tokenizer.unk_token_id else None

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoLayout
+from .base import Adapter, VideoLayout, special_token_id
 
 __all__ = ["SmolVLMAdapter"]
 
@@ -58,8 +58,8 @@ class SmolVLMAdapter(Adapter):
                 "SmolVLM needs its processor (or tokenizer) to tell video frames from images: "
                 "framefusion.apply(model, config, processor=processor)"
             )
-        self._fake = _token_id(self.tokenizer, "fake_image_token", "<fake_token_around_image>")
-        self._global = _token_id(self.tokenizer, "global_image_token", "<global-img>")
+        self._fake = special_token_id(self.tokenizer, "fake_image_token", "<fake_token_around_image>")
+        self._global = special_token_id(self.tokenizer, "global_image_token", "<global-img>")
         if self._fake is None or self._global is None:
             raise ValueError(
                 "the tokenizer given to framefusion.apply has no <fake_token_around_image> / <global-img> tokens: "
@@ -126,21 +126,5 @@ class SmolVLMAdapter(Adapter):
                     frames.append(torch.full((per_frame,), frame))
                     patches.append(torch.arange(per_frame) + video * per_frame)  # unique key per video
                 prev_end = end
-            if positions:
-                layouts.append(
-                    VideoLayout(
-                        torch.cat(positions).to(device), torch.cat(frames).to(device), torch.cat(patches).to(device)
-                    )
-                )
-            else:
-                layouts.append(VideoLayout.empty(device))
+            layouts.append(VideoLayout.from_parts(positions, frames, patches, device))
         return layouts
-
-
-def _token_id(tokenizer: Any, name: str, token: str) -> int | None:
-    """Id of a named special token (SmolVLM tokenizers name them), else of its usual spelling, else None."""
-    value = getattr(tokenizer, f"{name}_id", None)
-    if isinstance(value, int):
-        return value
-    value = tokenizer.convert_tokens_to_ids(token)
-    return value if isinstance(value, int) and value != tokenizer.unk_token_id else None

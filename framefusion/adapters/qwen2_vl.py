@@ -54,6 +54,16 @@ class Qwen2VLAdapter(Adapter):
         pos = pos + deltas.to(pos.device).reshape(-1, 1)
         return pos[None].expand(3, -1, -1)
 
+    def _video_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """(b, L) bool: the video tokens (frame content only)."""
+        type_ids = inputs.get("mm_token_type_ids")
+        if type_ids is not None:
+            return type_ids == 2
+        return inputs["input_ids"] == self._base().config.video_token_id
+
+    def _check_video(self, sample: int, video: int, block: torch.Tensor, t: int, per_frame: int) -> None:
+        """Check the positions of one video's tokens against its grid (families with stricter layouts)."""
+
     def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
         input_ids = inputs.get("input_ids")
         if input_ids is None:
@@ -64,8 +74,7 @@ class Qwen2VLAdapter(Adapter):
         device = input_ids.device
         if grids is None or len(grids) == 0:
             return [VideoLayout.empty(device) for _ in range(batch)]
-        type_ids = inputs.get("mm_token_type_ids")
-        is_video = type_ids == 2 if type_ids is not None else input_ids == config.video_token_id
+        is_video = self._video_mask(inputs)
         merge = config.vision_config.spatial_merge_size
         grids = [tuple(int(v) for v in g) for g in grids.tolist()]
         layouts, video = [], 0
@@ -80,6 +89,7 @@ class Qwen2VLAdapter(Adapter):
                 t, h, w = grids[video]
                 per_frame = (h // merge) * (w // merge)
                 count = t * per_frame
+                self._check_video(b, video, positions[start : start + count], t, per_frame)
                 local = torch.arange(count, device=device)
                 frames.append(local // per_frame)
                 patches.append(local % per_frame + video * (1 << 24))  # unique key per video

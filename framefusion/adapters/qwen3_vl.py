@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from .base import VideoLayout
 from .qwen2_vl import Qwen2VLAdapter
 
 __all__ = ["Qwen3VLAdapter"]
@@ -53,51 +52,10 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         deepstack = len(getattr(config.vision_config, "deepstack_visual_indexes", None) or ())
         return min(deepstack, config.get_text_config().num_hidden_layers)
 
-    def _video_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """(b, L) bool: the video tokens (frame content only)."""
-        type_ids = inputs.get("mm_token_type_ids")
-        if type_ids is not None:
-            return type_ids == 2
-        return inputs["input_ids"] == self._base().config.video_token_id
-
-    def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
-        input_ids = inputs.get("input_ids")
-        if input_ids is None:
-            return None
-        config = self._base().config
-        grids = inputs.get("video_grid_thw")
-        batch = input_ids.shape[0]
-        device = input_ids.device
-        if grids is None or len(grids) == 0:
-            return [VideoLayout.empty(device) for _ in range(batch)]
-        is_video = self._video_mask(inputs)
-        merge = config.vision_config.spatial_merge_size
-        grids = [tuple(int(v) for v in g) for g in grids.tolist()]
-        layouts, video = [], 0
-        for b in range(batch):
-            positions = is_video[b].nonzero(as_tuple=True)[0]
-            frames, patches, start = [], [], 0
-            while start < positions.numel():
-                if video >= len(grids):
-                    raise ValueError(
-                        f"sample {b} has more video tokens than video_grid_thw describes ({len(grids)} videos)"
-                    )
-                t, h, w = grids[video]
-                per_frame = (h // merge) * (w // merge)
-                count = t * per_frame
-                block = positions[start : start + count]
-                if block.numel() < count:
-                    raise ValueError(f"sample {b}: video tokens do not match video_grid_thw")
-                block = block.view(t, per_frame)  # one contiguous run of tokens per temporal patch
-                if bool((block[:, -1] - block[:, 0] != per_frame - 1).any()):
-                    raise ValueError(f"sample {b}: a temporal patch of video {video} is not one block of tokens")
-                local = torch.arange(count, device=device)
-                frames.append(local // per_frame)
-                patches.append(local % per_frame + video * (1 << 24))  # unique key per video
-                start += count
-                video += 1
-            if frames:
-                layouts.append(VideoLayout(positions, torch.cat(frames), torch.cat(patches)))
-            else:
-                layouts.append(VideoLayout.empty(device))
-        return layouts
+    def _check_video(self, sample: int, video: int, block: torch.Tensor, t: int, per_frame: int) -> None:
+        # one contiguous run of tokens per temporal patch, timestamp text between the runs
+        if block.numel() < t * per_frame:
+            raise ValueError(f"sample {sample}: video tokens do not match video_grid_thw")
+        block = block.view(t, per_frame)
+        if bool((block[:, -1] - block[:, 0] != per_frame - 1).any()):
+            raise ValueError(f"sample {sample}: a temporal patch of video {video} is not one block of tokens")

@@ -237,12 +237,14 @@ class FrameFusionHandle:
     def _reduce(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
         """Run the method for every sample at this layer; repack the batch if anything changed."""
         too_early = layer_idx < call.first_layer
-        live = [s for s in call.samples if s.state is not None and self.method.active(s.state) and not too_early]
-        for s in call.samples:
-            if s.state is not None and not any(s is x for x in live):
+        live = {
+            b
+            for b, s in enumerate(call.samples)
+            if s.state is not None and self.method.active(s.state) and not too_early
+        }
+        for b, s in enumerate(call.samples):
+            if s.state is not None and b not in live:
                 self.method.idle(s.state, int((s.vision >= 0).sum()))
-        if not live:
-            return hidden
         scores_cache: list = []
 
         def importance_for(b: int):
@@ -254,31 +256,34 @@ class FrameFusionHandle:
 
             return compute
 
-        rows, changed = [], False
-        for b, sample in enumerate(call.samples):
-            slots = self._slots(call, b)
-            row = hidden[b, slots]
-            if sample.state is not None and any(sample is s for s in live):
-                x = self._layer_input(call, b, layer_idx, hidden, importance_for(b))
-                red = self.method.step(sample.state, x)
-                if red is not None:
-                    changed = True
-                    sample.decisions.append(
-                        Decision(layer_idx, red.kind, red.keep.cpu(), None if red.root is None else red.root.cpu())
-                    )
-                    is_vis = sample.vision >= 0
-                    keep_all = torch.ones(len(sample.kept), dtype=torch.bool, device=row.device)
-                    keep_all[is_vis] = red.keep.to(row.device)
-                    if red.merged is not None:
-                        row = row.clone()
-                        vis_idx = is_vis.nonzero(as_tuple=True)[0][red.keep.to(row.device)]
-                        row[vis_idx] = red.merged.to(row.dtype)
-                    row = row[keep_all]
-                    sample.kept = sample.kept[keep_all]
-                    sample.vision = sample.vision[keep_all]
-            rows.append(row)
-        if not changed:
+        reductions = {}
+        for b in sorted(live):
+            red = self.method.step(
+                call.samples[b].state, self._layer_input(call, b, layer_idx, hidden, importance_for(b))
+            )
+            if red is not None:
+                reductions[b] = red
+        if not reductions:
             return hidden
+        rows = []
+        for b, sample in enumerate(call.samples):
+            row = hidden[b, self._slots(call, b)]
+            red = reductions.get(b)
+            if red is not None:
+                sample.decisions.append(
+                    Decision(layer_idx, red.kind, red.keep.cpu(), None if red.root is None else red.root.cpu())
+                )
+                is_vis = sample.vision >= 0
+                keep_all = torch.ones(len(sample.kept), dtype=torch.bool, device=row.device)
+                keep_all[is_vis] = red.keep.to(row.device)
+                if red.merged is not None:
+                    row = row.clone()
+                    vis_idx = is_vis.nonzero(as_tuple=True)[0][red.keep.to(row.device)]
+                    row[vis_idx] = red.merged.to(row.dtype)
+                row = row[keep_all]
+                sample.kept = sample.kept[keep_all]
+                sample.vision = sample.vision[keep_all]
+            rows.append(row)
         return self._repack(call, rows, hidden)
 
     def _layer_input(self, call: _Call, b: int, layer_idx: int, hidden, importance) -> LayerInput:

@@ -47,7 +47,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from ..models.tiny import _WORDS, MAX_PIXELS, MIN_PIXELS, SPECIAL_TOKENS, TINY_CHAT_TEMPLATE
+from ..models.tiny import _WORDS, MAX_PIXELS, MIN_PIXELS, SPECIAL_TOKENS, TINY_CHAT_TEMPLATE, spelled_merges
 
 __all__ = [
     "ANSWERS",
@@ -114,17 +114,10 @@ class QASample:
 def build_qa_tokenizer() -> Qwen2Tokenizer:
     """The tiny byte-level BPE tokenizer plus merges for the QA words (every answer is one token)."""
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges: list[tuple[str, str]] = []
     # answer words first, longest first, so that no other merge outranks a step of their chains
     answers = sorted({a for group in ANSWERS.values() for a in group}, key=lambda w: (-len(w), w))
     words = list(dict.fromkeys(_WORDS + _EXTRA_WORDS))
-    for spelled in answers + [f"\u0120{w}" for w in words] + words:
-        cur = spelled[0]
-        for ch in spelled[1:]:
-            if cur + ch not in vocab:
-                vocab[cur + ch] = len(vocab)
-                merges.append((cur, ch))
-            cur += ch
+    merges = spelled_merges(vocab, answers + [f"\u0120{w}" for w in words] + words)
     for tok in SPECIAL_TOKENS:
         vocab[tok] = len(vocab)
     tokenizer = Qwen2Tokenizer(

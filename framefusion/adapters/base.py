@@ -87,6 +87,21 @@ class Adapter(ABC):
         """Config of the LLM (num_hidden_layers, _attn_implementation)."""
         return self._base().language_model.config
 
+    def label_tokenizer(self) -> Any:
+        """The tokenizer that reads the text labels between frames, for families whose frames arrive
+        as images (InternVL, SmolVLM): the processor's tokenizer, or the tokenizer passed as processor."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        if tokenizer is None:
+            raise ValueError(
+                f"{self.family} needs its processor (or tokenizer) to tell video frames from images: "
+                "framefusion.apply(model, config, processor=processor)"
+            )
+        return tokenizer
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of ``ids`` exactly as written (special tokens kept, no clean-up)."""
+        return self.label_tokenizer().decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
     def first_reducible_layer(self, inputs: dict[str, Any]) -> int:
         """Index of the first decoder layer at which tokens may be removed (default 0)."""
         return 0

@@ -41,20 +41,11 @@ class InternVLAdapter(Adapter):
     )
 
     def __init__(self, model, processor: Any = None):
-        super().__init__(model)
-        # The processor (or its tokenizer) decodes the frame labels; it is the only way to tell frames from images.
-        self.processor = processor
-        self.tokenizer = getattr(processor, "tokenizer", processor)
-        if self.tokenizer is None:
-            raise ValueError(
-                "InternVL needs its processor (or tokenizer) to tell video frames from images: "
-                "framefusion.apply(model, config, processor=processor)"
-            )
+        super().__init__(model, processor)
+        # The frame labels, decoded by the tokenizer, are the only way to tell frames from images.
+        self.tokenizer = self.label_tokenizer()
         self._img = special_token_id(self.tokenizer, "start_image_token", "<img>")
         self._end = special_token_id(self.tokenizer, "end_image_token", "</img>")
-
-    def _text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
         input_ids = inputs.get("input_ids")
@@ -87,10 +78,10 @@ class InternVLAdapter(Adapter):
                     tile
                     and frame >= 0
                     and start - 1 - label_from <= len(label)  # every token spells at least one character
-                    and self._text(ids[label_from : start - 1]) == label
+                    and self.decode(ids[label_from : start - 1]) == label
                 ):
                     frame += 1  # the next frame of the current video
-                elif tile and self._text(ids[max(label_from, start - 1 - _LABEL_TOKENS) : start - 1]).endswith(
+                elif tile and self.decode(ids[max(label_from, start - 1 - _LABEL_TOKENS) : start - 1]).endswith(
                     "Frame1: "
                 ):
                     video, frame = video + 1, 0  # the first frame of a new video

@@ -52,12 +52,7 @@ class SmolVLMAdapter(Adapter):
 
     def __init__(self, model, processor: Any = None):
         super().__init__(model, processor)
-        self.tokenizer = getattr(processor, "tokenizer", processor)
-        if self.tokenizer is None:
-            raise ValueError(
-                "SmolVLM needs its processor (or tokenizer) to tell video frames from images: "
-                "framefusion.apply(model, config, processor=processor)"
-            )
+        self.tokenizer = self.label_tokenizer()
         self._fake = special_token_id(self.tokenizer, "fake_image_token", "<fake_token_around_image>")
         self._global = special_token_id(self.tokenizer, "global_image_token", "<global-img>")
         if self._fake is None or self._global is None:
@@ -66,21 +61,11 @@ class SmolVLMAdapter(Adapter):
                 "pass the SmolVLM model's own processor"
             )
 
-    def _base(self):
-        m = self.model
-        return m.model if hasattr(m, "lm_head") else m
-
-    def input_module(self):
-        return self._base()
-
     def decoder_layers(self):
         return self._base().text_model.layers
 
     def text_config(self):
         return self._base().text_model.config
-
-    def _text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
         input_ids = inputs.get("input_ids")
@@ -112,11 +97,11 @@ class SmolVLMAdapter(Adapter):
                     tile
                     and frame >= 0
                     and start - 2 - label_from <= _LABEL_TOKENS  # every token spells at least one character
-                    and _NEXT_FRAME.fullmatch(self._text(ids[label_from : start - 2]))
+                    and _NEXT_FRAME.fullmatch(self.decode(ids[label_from : start - 2]))
                 ):
                     frame += 1  # the next frame of the current video
                 elif tile and _FIRST_FRAME.search(
-                    self._text(ids[max(label_from, start - 2 - _LABEL_TOKENS) : start - 2])
+                    self.decode(ids[max(label_from, start - 2 - _LABEL_TOKENS) : start - 2])
                 ):
                     video, frame = video + 1, 0  # the first frame of a new video
                 else:

@@ -57,3 +57,29 @@ def greedy(model, inputs, n=4):
         )
     prompt = inputs["input_ids"].shape[1]
     return out.sequences[:, prompt:], torch.stack(out.logits, dim=1)
+
+
+def extend_inputs(inputs, generated):
+    """Prompt + generated tokens as one cache-free input (per-token tensors padded with zeros)."""
+    out = dict(inputs)
+    length = inputs["input_ids"].shape[1]
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape[1] == length:
+            fill = torch.ones_like(generated) if key == "attention_mask" else torch.zeros_like(generated)
+            out[key] = torch.cat([value, generated if key == "input_ids" else fill.to(value.dtype)], dim=1)
+    return out
+
+
+def replay_logits(model, inputs, tokens, decisions, processor=None, counts=None):
+    """Cache-free last-position logits of prompt + tokens[:, :i] for each i, with the recorded
+    decisions replayed (b, n, vocab). ``counts``, when given, must equal every replay's tokens per layer."""
+    import framefusion
+    from framefusion import Replay
+
+    logits = []
+    with framefusion.apply(model, Replay(decisions), processor=processor) as replay, torch.no_grad():
+        for i in range(tokens.shape[1]):
+            logits.append(model(**extend_inputs(inputs, tokens[:, :i]), use_cache=False).logits[:, -1])
+            if counts is not None:
+                assert replay.last_report().vision_tokens_per_layer == counts
+    return torch.stack(logits, dim=1)

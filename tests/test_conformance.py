@@ -5,10 +5,10 @@ Adding a family = an adapter file, a tiny builder in framefusion/models/zoo.py, 
 
 import pytest
 import torch
-from conftest import greedy
+from conftest import greedy, replay_logits
 
 import framefusion
-from framefusion import FrameFusionConfig, Replay
+from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
 from framefusion.bench import output_cache
 from framefusion.models.zoo import build, video_inputs
@@ -123,17 +123,6 @@ def test_text_untouched_and_positions_preserved(family, videos):
     torch.testing.assert_close(seen["sin"][0], full_sin[0, kept], rtol=0, atol=0)
 
 
-def _extend(inputs, generated):
-    """Prompt + generated tokens as one cache-free input (per-token tensors padded with zeros)."""
-    out = dict(inputs)
-    length = inputs["input_ids"].shape[1]
-    for key, value in inputs.items():
-        if isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape[1] == length:
-            fill = torch.ones_like(generated) if key == "attention_mask" else torch.zeros_like(generated)
-            out[key] = torch.cat([value, generated if key == "input_ids" else fill.to(value.dtype)], dim=1)
-    return out
-
-
 @pytest.mark.parametrize("cost", [0.3, 0.5])
 def test_exact_decoding_matches_cache_free_replay(family, videos, cost):
     model, processor = tiny(family)
@@ -142,12 +131,31 @@ def test_exact_decoding_matches_cache_free_replay(family, videos, cost):
         tokens, step_logits = greedy(model, inputs, n=4)
         report = handle.last_report()
     assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
-    with framefusion.apply(model, Replay(report.decisions), processor=processor) as replay:
-        for i in range(tokens.shape[1]):
-            with torch.no_grad():
-                logits = model(**_extend(inputs, tokens[:, :i]), use_cache=False).logits[:, -1]
-            assert replay.last_report().vision_tokens_per_layer == report.vision_tokens_per_layer
-            torch.testing.assert_close(logits, step_logits[:, i], atol=2e-5, rtol=1e-5)
+    replayed = replay_logits(model, inputs, tokens, report.decisions, processor, counts=report.vision_tokens_per_layer)
+    torch.testing.assert_close(replayed, step_logits, atol=2e-5, rtol=1e-5)
+
+
+GRID_FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v"]
+
+
+@pytest.mark.parametrize("family", GRID_FAMILIES)
+def test_generate_passes_no_grid_to_the_forward(family, videos):
+    """generate() runs the vision tower before the first forward and passes video_grid_thw=None to
+    it: the adapters of the grid-based families keep the grids from get_video_features."""
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
+    seen = []
+    hook = model.model.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k.get("video_grid_thw")) if not seen else None, with_kwargs=True
+    )
+    try:
+        with framefusion.apply(model, FrameFusionConfig(cost=0.3)) as handle:
+            greedy(model, inputs, n=2)
+            report = handle.last_report()
+    finally:
+        hook.remove()
+    assert seen == [None]
+    assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -5,10 +5,10 @@ The generic checks are in test_conformance.py (family "glm4v")."""
 
 import pytest
 import torch
-from conftest import greedy
+from conftest import greedy, replay_logits
 
 import framefusion
-from framefusion import FrameFusionConfig, Replay
+from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
 from framefusion.adapters.glm4v import Glm4vAdapter
 from framefusion.models import tiny_glm4v
@@ -188,37 +188,6 @@ def test_probe_matches_the_eager_attention(videos, variant):
         torch.testing.assert_close(probs, attention[:, :, -1], atol=1e-6, rtol=1e-5)
 
 
-def test_generate_passes_no_grid_to_the_forward(videos):
-    model, processor = tiny()
-    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
-    seen = []
-    hook = model.model.register_forward_pre_hook(
-        lambda m, a, k: seen.append(k.get("video_grid_thw")) if not seen else None, with_kwargs=True
-    )
-    try:
-        with framefusion.apply(model, FrameFusionConfig(cost=0.3)) as handle:
-            greedy(model, inputs, n=2)
-            report = handle.last_report()
-    finally:
-        hook.remove()
-    assert seen == [None]
-    assert report.vision_tokens == [64] and report.vision_tokens_per_layer[0][-1] < 64
-
-
-def _replay_logits(model, inputs, tokens, decisions):
-    """Cache-free logits of prompt + tokens[:, :i] for each i, with the recorded decisions."""
-    logits = []
-    with framefusion.apply(model, Replay(decisions)), torch.no_grad():
-        for i in range(tokens.shape[1]):
-            ext = dict(inputs)
-            new = tokens[:, :i]
-            ext["input_ids"] = torch.cat([inputs["input_ids"], new], dim=1)
-            ext["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(new)], dim=1)
-            ext["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(new)], dim=1)
-            logits.append(model(**ext, use_cache=False).logits[:, -1])
-    return torch.stack(logits, dim=1)
-
-
 @pytest.mark.parametrize("variant", ["glm4v_moe", "glm46v"])
 def test_variants_batch_and_exact_decoding(videos, variant):
     model, processor = tiny(variant)
@@ -235,4 +204,4 @@ def test_variants_batch_and_exact_decoding(videos, variant):
             torch.testing.assert_close(logits[b : b + 1], l1, atol=1e-4, rtol=1e-4)
         decisions = handle.last_report().decisions
     assert all(c[-1] < n for c, n in zip(report.vision_tokens_per_layer, report.vision_tokens))
-    torch.testing.assert_close(_replay_logits(model, single, t1, decisions), l1, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(replay_logits(model, single, t1, decisions), l1, atol=2e-5, rtol=1e-5)

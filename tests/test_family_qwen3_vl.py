@@ -6,10 +6,10 @@ import re
 
 import pytest
 import torch
-from conftest import greedy
+from conftest import greedy, replay_logits
 
 import framefusion
-from framefusion import FrameFusionConfig, Replay
+from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
 from framefusion.adapters.qwen3_vl import Qwen3VLAdapter
 from framefusion.models import tiny_qwen3_vl
@@ -171,40 +171,6 @@ def test_reducing_inside_the_deepstack_layers_breaks(videos, monkeypatch):
             model(**inputs)
 
 
-def test_generate_passes_no_grid_to_the_forward(videos):
-    """generate() runs the vision tower first and passes video_grid_thw=None: the adapter keeps the
-    grids from get_video_features."""
-    model, processor = tiny()
-    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
-    seen = []
-    hook = model.model.register_forward_pre_hook(
-        lambda m, a, k: seen.append(k.get("video_grid_thw")) if not seen else None, with_kwargs=True
-    )
-    try:
-        with framefusion.apply(model, FrameFusionConfig(cost=0.3)) as handle:
-            greedy(model, inputs, n=2)
-            report = handle.last_report()
-    finally:
-        hook.remove()
-    assert seen == [None]
-    assert report.vision_tokens == [64] and report.vision_tokens_per_layer[0][-1] < 64
-
-
-def _replay_logits(model, inputs, tokens, decisions):
-    """Cache-free logits of prompt + tokens[:, :i] for each i, with the recorded decisions."""
-    logits = []
-    with framefusion.apply(model, Replay(decisions)), torch.no_grad():
-        for i in range(tokens.shape[1]):
-            ext = dict(inputs)
-            for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-                fill = tokens[:, :i] if key == "input_ids" else torch.ones_like(tokens[:, :i])
-                if key == "mm_token_type_ids":
-                    fill = torch.zeros_like(tokens[:, :i])
-                ext[key] = torch.cat([inputs[key], fill.to(inputs[key].dtype)], dim=1)
-            logits.append(model(**ext, use_cache=False).logits[:, -1])
-    return torch.stack(logits, dim=1)
-
-
 def test_image_and_video_decoding_is_exact(videos):
     """Deepstack adds image and video features through one joint mask; image tokens stay."""
     model, processor = tiny()
@@ -216,7 +182,7 @@ def test_image_and_video_decoding_is_exact(videos):
     assert report.vision_tokens == [128] and set(image) <= set(report.kept_positions[0])
     assert report.vision_tokens_per_layer[0][-1] < 128
     torch.testing.assert_close(
-        _replay_logits(model, inputs, tokens, report.decisions), step_logits, atol=2e-5, rtol=1e-5
+        replay_logits(model, inputs, tokens, report.decisions), step_logits, atol=2e-5, rtol=1e-5
     )
 
 
@@ -240,4 +206,4 @@ def test_moe_variant(videos):
     with framefusion.apply(model, FrameFusionConfig(cost=0.3, similarity_threshold=0.8)) as handle:
         t1, l1 = greedy(model, single, n=3)
         decisions = handle.last_report().decisions
-    torch.testing.assert_close(_replay_logits(model, single, t1, decisions), l1, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(replay_logits(model, single, t1, decisions), l1, atol=2e-5, rtol=1e-5)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import greedy
+from conftest import greedy, replay_logits
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +27,6 @@ from framefusion import (
     FrameFusionConfig,
     InputMergeConfig,
     RandomPruneConfig,
-    Replay,
     UniformPruneConfig,
 )
 from framefusion.methods import FastV, LayerInput
@@ -484,16 +483,6 @@ def test_budget_never_exceeded_on_tiny_model(videos, cost):
             assert [d.layer for d in report.decisions[0]] == [at]
 
 
-def _extend(inputs, generated):
-    out = dict(inputs)
-    length = inputs["input_ids"].shape[1]
-    for key, value in inputs.items():
-        if isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape[1] == length:
-            fill = torch.ones_like(generated) if key == "attention_mask" else torch.zeros_like(generated)
-            out[key] = torch.cat([value, generated if key == "input_ids" else fill.to(value.dtype)], dim=1)
-    return out
-
-
 REDUCING = {**method_configs(0.3), "fastv-ratio": FastVConfig(ratio=0.6, layer=1)}
 
 
@@ -505,12 +494,8 @@ def test_exact_decoding_matches_cache_free_replay(videos, name):
         tokens, step_logits = greedy(model, inputs, n=3)
         report = handle.last_report()
     assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
-    with framefusion.apply(model, Replay(report.decisions)) as replay:
-        for i in range(tokens.shape[1]):
-            with torch.no_grad():
-                logits = model(**_extend(inputs, tokens[:, :i]), use_cache=False).logits[:, -1]
-            assert replay.last_report().vision_tokens_per_layer == report.vision_tokens_per_layer
-            torch.testing.assert_close(logits, step_logits[:, i], atol=2e-5, rtol=1e-5)
+    replayed = replay_logits(model, inputs, tokens, report.decisions, counts=report.vision_tokens_per_layer)
+    torch.testing.assert_close(replayed, step_logits, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(REDUCING))

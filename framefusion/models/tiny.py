@@ -246,6 +246,28 @@ def build_tiny_model(
     )
 
 
+def model_and_processor(build_model: Any, build_processor: Any) -> Any:
+    """A ``build(num_layers, seed, attn_implementation, dtype, processor=None, **kwargs) -> (model, processor)``
+    from a family's ``build_model(processor, ...)`` and ``build_processor()``."""
+
+    def build(
+        num_layers: int = 4,
+        seed: int = 0,
+        attn_implementation: str = "sdpa",
+        dtype: torch.dtype = torch.float32,
+        processor: Any = None,
+        **kwargs: Any,
+    ) -> tuple[Any, Any]:
+        processor = processor or build_processor()
+        model = build_model(
+            processor, num_layers=num_layers, seed=seed, attn_implementation=attn_implementation, dtype=dtype, **kwargs
+        )
+        return model, processor
+
+    build.__doc__ = f"``(model, processor)``; ``kwargs`` go to ``{build_model.__module__}.build_model``."
+    return build
+
+
 def seeded_model(
     model_cls: type,
     config: Any,

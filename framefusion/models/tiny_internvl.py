@@ -31,7 +31,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
-from .tiny import byte_level_vocab, seeded_model
+from .tiny import byte_level_vocab, model_and_processor, seeded_model
 
 __all__ = [
     "TILE",
@@ -225,16 +225,4 @@ def build_model(
     )
 
 
-def build(
-    num_layers: int = 4,
-    seed: int = 0,
-    attn_implementation: str = "sdpa",
-    dtype: torch.dtype = torch.float32,
-    **kwargs: Any,
-) -> tuple[InternVLForConditionalGeneration, InternVLProcessor]:
-    """``(model, processor)``; ``kwargs`` go to :func:`build_model` (e.g. ``text_model="qwen3"``)."""
-    processor = kwargs.pop("processor", None) or build_processor()
-    model = build_model(
-        processor, num_layers=num_layers, seed=seed, attn_implementation=attn_implementation, dtype=dtype, **kwargs
-    )
-    return model, processor
+build = model_and_processor(build_model, build_processor)

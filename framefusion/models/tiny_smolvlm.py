@@ -31,7 +31,7 @@ from transformers import (
 )
 from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
 
-from .tiny import byte_level_vocab, seeded_model
+from .tiny import byte_level_vocab, model_and_processor, seeded_model
 
 __all__ = [
     "TILE",
@@ -170,16 +170,4 @@ def build_model(
     )
 
 
-def build(
-    num_layers: int = 4,
-    seed: int = 0,
-    attn_implementation: str = "sdpa",
-    dtype: torch.dtype = torch.float32,
-    **kwargs: Any,
-) -> tuple[SmolVLMForConditionalGeneration, SmolVLMProcessor]:
-    """``(model, processor)``; ``kwargs`` go to :func:`build_model`."""
-    processor = kwargs.pop("processor", None) or build_processor()
-    model = build_model(
-        processor, num_layers=num_layers, seed=seed, attn_implementation=attn_implementation, dtype=dtype, **kwargs
-    )
-    return model, processor
+build = model_and_processor(build_model, build_processor)

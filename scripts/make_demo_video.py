@@ -1,34 +1,35 @@
-"""Regenerate the shipped demo asset ``framefusion/assets/demo.mp4`` (16 frames, 112x112, seeded).
+"""Regenerate the shipped demo assets ``framefusion/assets/demo.mp4`` and ``demo_qa.json``.
 
-Usage: python scripts/make_demo_video.py [--out PATH] [--frames 16] [--size 112] [--seed 0] [--fps 8]
+The clip is sample ``--index`` of the synthetic QA "demo" split (seeded, never trained on), and the
+JSON holds its question and known answer, which ``framefusion demo`` asks the shipped model.
+
+Usage: python scripts/make_demo_video.py [--index 0] [--kind turns_into] [--frames 16] [--repeat 1] [--size 112]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from framefusion.models.tiny import demo_video_path, make_synthetic_video, read_video, write_video  # noqa: E402
+from framefusion.data.synthetic_qa import KINDS, write_demo  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Write the demo video and check that it decodes back to the requested shape."""
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=demo_video_path())
-    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--index", type=int, default=0, help="sample of the demo split")
+    parser.add_argument("--kind", choices=KINDS, default="turns_into", help="question asked about it")
+    parser.add_argument("--frames", type=int, default=16, help="distinct frames (as the shipped model was trained)")
+    parser.add_argument("--repeat", type=int, default=1, help="times each frame is written")
     parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--out", type=Path, help="video path (default: framefusion/assets/demo.mp4)")
     args = parser.parse_args(argv)
-    frames = make_synthetic_video(num_frames=args.frames, size=args.size, seed=args.seed)
-    path = write_video(frames, args.out, fps=args.fps)
-    decoded = read_video(path)
-    assert decoded.shape == frames.shape, (decoded.shape, frames.shape)
-    print(f"wrote {path} ({path.stat().st_size} bytes, {decoded.shape})")
-    return path
+    qa = write_demo(args.index, args.kind, args.frames, args.repeat, args.size, video_path=args.out)
+    print(json.dumps(qa, indent=1))
+    return qa
 
 
 if __name__ == "__main__":

@@ -2,12 +2,20 @@
 
 Samples come from :mod:`framefusion.data.synthetic_qa` (train split, generated on the fly, seeded);
 validation accuracy is measured on the validation split (distinct seeds); the test split is never
-used here. The loss is the cross-entropy of the answer word (one token) right after the chat
-template's assistant prefix, plus that of the ``<|im_end|>`` that follows it (so that ``generate``
-stops after the answer).
+used here. Two stages:
 
-Usage:
-    python scripts/train_synthetic.py --steps 3000 --minutes 50 --out framefusion/assets/model
+1. vision: the vision tower alone learns, per merged video token, what it shows -- the object colour
+   in each frame of the pair, moving or still, and the direction of motion (linear read-outs of the
+   tokens, :class:`TokenHeads`, not shipped). Real video LLMs start from a pretrained vision encoder;
+   this stands in for that pretraining.
+2. QA: the whole model learns to answer: the cross-entropy of the answer word (one token) right after
+   the chat template's assistant prefix, plus that of the ``<|im_end|>`` that follows it (so that
+   ``generate`` stops after the answer), with the token loss of stage 1 kept at a small weight.
+
+Training clips have 8, 12 or 16 frames (drawn per clip); validation and evaluation use 16.
+
+Usage (the shipped model, about 25 minutes on 2 CPU cores):
+    python scripts/train_synthetic.py --out framefusion/assets/model
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from framefusion.data.synthetic_qa import (  # noqa: E402
     build_qa_processor,
     chat_text,
     encode,
-    make_sample,
+    make_labelled_sample,
     make_split,
     patchify,
 )
@@ -66,24 +74,25 @@ def feature_init(model, gain: float = 2.0) -> None:
 
 
 class Batcher:
-    """Builds training batches fast: prompt ids cached per question, frames patchified in numpy.
+    """Builds training batches fast: prompt ids cached per question and clip shape, frames patchified in numpy.
 
-    The result equals the real processor's output (checked on the first batch).
+    The result equals the real processor's output (checked on the first batch). Token targets for the
+    auxiliary vision loss come along, in the order of the merged video tokens.
     """
 
-    def __init__(self, processor, frames: int, size: int):
-        self.processor, self.frames, self.size = processor, frames, size
-        self.ids: dict[tuple[str, str], list[int]] = {}
+    def __init__(self, processor):
+        self.processor = processor
+        self.ids: dict[tuple, list[int]] = {}
         self.pad = processor.tokenizer.pad_token_id
 
     def _ids(self, sample) -> list[int]:
-        key = (sample.question, sample.answer)
+        key = (sample.question, sample.answer, sample.video.shape)
         if key not in self.ids:
             text = chat_text(self.processor, sample.question, sample.answer)
             self.ids[key] = self.processor(text=[text], videos=[sample.video])["input_ids"][0]
         return self.ids[key]
 
-    def __call__(self, samples) -> dict[str, torch.Tensor]:
+    def __call__(self, samples, targets=None) -> dict[str, torch.Tensor]:
         ids = [self._ids(s) for s in samples]
         n = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), n), self.pad, dtype=torch.long)
@@ -93,13 +102,41 @@ class Batcher:
             mask[i, n - len(x) :] = 1
         patches, grids = zip(*(patchify(s.video, self.processor) for s in samples))
         video_id = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
-        return dict(
+        batch = dict(
             input_ids=input_ids,
             attention_mask=mask,
             mm_token_type_ids=(input_ids == video_id).long() * 2,
             pixel_values_videos=torch.from_numpy(np.concatenate(patches)),
             video_grid_thw=torch.tensor(grids, dtype=torch.long),
         )
+        if targets is not None:
+            batch["targets"] = {k: torch.from_numpy(np.concatenate([t[k] for t in targets])) for k in targets[0]}
+        return batch
+
+
+class TokenHeads(torch.nn.Module):
+    """Linear read-outs of the merged video tokens, used only for the auxiliary loss (not shipped).
+
+    They ask the vision tower to say, per token, the object colour in each of the pair's two frames,
+    whether the object moves or stays, and which way it moves -- what a pretrained vision encoder
+    would already know. Real video LLMs start from such an encoder; this tiny one learns it here.
+    """
+
+    SIZES = {"colour_a": 6, "colour_b": 6, "role": 3, "direction": 4}
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(hidden, n) for k, n in self.SIZES.items()})
+
+    def loss(self, features: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        total, accs = features.new_zeros(()), {}
+        for name, head in self.heads.items():
+            y = targets[name] + (1 if name.startswith("colour") else 0)  # colours: -1 (none) -> class 0
+            logits = head(features.float())
+            total = total + torch.nn.functional.cross_entropy(logits, y, ignore_index=-1)
+            keep = y > 0 if name != "direction" else y >= 0  # accuracy on tokens that show an object
+            accs[name] = float((logits.argmax(-1)[keep] == y[keep]).float().mean()) if keep.any() else float("nan")
+        return total, accs
 
 
 def loss_fn(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -109,9 +146,10 @@ def loss_fn(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model, val_inputs, answer_ids: torch.Tensor, batch: int = 50) -> float:
+def validate(model, val_inputs, answer_ids: torch.Tensor, kinds: list[str], batch: int = 50) -> tuple[float, dict]:
+    """Accuracy of the first answer token on the validation clips: overall and per question kind."""
     model.eval()
-    correct = 0
+    hits = []
     n = len(answer_ids)
     for i in range(0, n, batch):
         sl = slice(i, i + batch)
@@ -125,23 +163,39 @@ def validate(model, val_inputs, answer_ids: torch.Tensor, batch: int = 50) -> fl
             video_grid_thw=grid,
         )
         logits = model(**inputs, logits_to_keep=1).logits[:, -1]
-        correct += int((logits.argmax(-1) == answer_ids[sl]).sum())
+        hits += (logits.argmax(-1) == answer_ids[sl]).tolist()
     model.train()
-    return correct / n
+    per_kind = {
+        k: round(sum(h for h, kk in zip(hits, kinds) if kk == k) / max(1, kinds.count(k)), 3)
+        for k in sorted(set(kinds))
+    }
+    return sum(hits) / n, per_kind
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("framefusion/assets/model"))
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (the cosine schedule's length)")
-    p.add_argument("--minutes", type=float, default=50.0, help="stop (and save) after this many minutes")
+    p.add_argument(
+        "--steps", type=int, default=1500, help="optimizer steps of the QA stage (the cosine schedule's length)"
+    )
+    p.add_argument("--vision-steps", type=int, default=600, help="steps of the vision-only stage before the QA stage")
+    p.add_argument("--minutes", type=float, default=90.0, help="stop (and save) after this many minutes")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--vision-lr", type=float, default=3e-4, help="learning rate of the vision tower in the QA stage")
+    p.add_argument(
+        "--aux-weight", type=float, default=0.3, help="weight of the token-level vision loss in the QA stage"
+    )
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--frames", type=int, default=16, help="frames of the validation (and evaluation) clips")
+    p.add_argument(
+        "--train-frames", type=int, nargs="+", default=[8, 12, 16], help="frame counts drawn for training clips"
+    )
     p.add_argument("--size", type=int, default=112)
-    p.add_argument("--hidden", type=int, default=160)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--intermediate", type=int, default=256)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vision-dim", type=int, default=64)
     p.add_argument("--val", type=int, default=300, help="validation questions")
     p.add_argument("--eval-every", type=int, default=250)
@@ -169,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
             processor,
             hidden_size=args.hidden,
             num_layers=args.layers,
-            intermediate_size=args.hidden * 3,
+            num_heads=args.heads,
+            intermediate_size=args.intermediate,
             vision_embed_dim=args.vision_dim,
             seed=args.seed,
         )
@@ -179,11 +234,21 @@ def main(argv: list[str] | None = None) -> dict:
     tok = processor.tokenizer
     n_params = sum(t.numel() for t in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}", flush=True)
+    heads = TokenHeads(model.config.text_config.hidden_size)
+    captured: dict[str, torch.Tensor] = {}
+    model.model.visual.merger.register_forward_hook(lambda mod, args_, out: captured.__setitem__("tokens", out))
 
     val = make_split("validation", args.val, num_frames=args.frames, size=args.size)
     val_inputs = encode(processor, val)
     val_answers = torch.tensor([tok.convert_tokens_to_ids(s.answer) for s in val])
-    batcher = Batcher(processor, args.frames, args.size)
+    batcher = Batcher(processor)
+    frame_choices = args.train_frames
+    draw = np.random.default_rng(args.seed)
+
+    def train_batch(first: int):
+        frames = [int(f) for f in draw.choice(frame_choices, size=args.batch)]
+        pairs = [make_labelled_sample("train", first + i, num_frames=f, size=args.size) for i, f in enumerate(frames)]
+        return batcher([s for s, _ in pairs], [t for _, t in pairs])
 
     # the fast batcher must give exactly what the real processor gives
     probe = make_split("train", 4, start=10**9, num_frames=args.frames, size=args.size)
@@ -192,20 +257,20 @@ def main(argv: list[str] | None = None) -> dict:
     assert torch.equal(fast["mm_token_type_ids"], real["mm_token_type_ids"])
     assert torch.allclose(fast["pixel_values_videos"], real["pixel_values_videos"], atol=1e-5)
 
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(0.9, 0.98),
-    )
+    def param_groups(named, lr: float) -> list[dict]:
+        decay, no_decay = [], []
+        for name, param in named:
+            (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
+        return [
+            dict(params=decay, weight_decay=0.05, lr=lr, base_lr=lr),
+            dict(params=no_decay, weight_decay=0.0, lr=lr, base_lr=lr),
+        ]
 
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        frac = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+    def schedule(step: int, total: int, warmup: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     def save(step: int, acc: float) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -227,28 +292,69 @@ def main(argv: list[str] | None = None) -> dict:
         previous = json.loads((args.init_from / "training.json").read_text())
 
     log: list[dict] = []
-    start, seen, running, best = time.time(), args.first_sample, None, -1.0
+    start, seen = time.time(), args.first_sample
+
+    # stage 1: the vision tower alone learns what each token shows (colour per frame, moving or still, direction)
+    vision = model.model.visual
+    if args.vision_steps:
+        opt = torch.optim.AdamW(param_groups(list(vision.named_parameters()) + list(heads.named_parameters()), args.lr),
+                                betas=(0.9, 0.98))  # fmt: skip
+        running = None
+        bar = tqdm(range(args.vision_steps), desc="vision", mininterval=5)
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * schedule(step, args.vision_steps, min(args.warmup, args.vision_steps // 5))
+            batch = train_batch(seen)
+            seen += args.batch
+            feats = vision(batch["pixel_values_videos"], grid_thw=batch["video_grid_thw"]).pooler_output
+            loss, accs = heads.loss(feats, batch["targets"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vision.parameters(), 1.0)
+            opt.step()
+            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+            bar.set_postfix(loss=f"{running:.3f}", **{k[:5]: f"{v:.2f}" for k, v in accs.items()}, refresh=False)
+            if (step + 1) % 100 == 0 or step + 1 == args.vision_steps:
+                entry = dict(stage="vision", step=step + 1, loss=round(running, 4), minutes=round((time.time() - start) / 60, 2),
+                             **{k: round(v, 3) for k, v in accs.items()})  # fmt: skip
+                log.append(entry)
+                print(json.dumps(entry), flush=True)
+
+    # stage 2: the whole model answers questions (answer word + <|im_end|>), the token loss kept on the side
+    vision_ids = {id(q) for q in vision.parameters()}
+    rest = [(n, q) for n, q in model.named_parameters() if id(q) not in vision_ids]
+    opt = torch.optim.AdamW(
+        param_groups(rest, args.lr)
+        + param_groups(list(vision.named_parameters()) + list(heads.named_parameters()), args.vision_lr),
+        betas=(0.9, 0.98),
+    )
+    running, best = None, -1.0
     bar = tqdm(range(args.steps), desc="train", mininterval=5)
     step = 0
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        samples = [make_sample("train", seen + i, num_frames=args.frames, size=args.size) for i in range(args.batch)]
+            g["lr"] = g["base_lr"] * schedule(step, args.steps, args.warmup)
+        inputs = train_batch(seen)
         seen += args.batch
-        inputs = batcher(samples)
+        targets = inputs.pop("targets")
         logits = model(**inputs, logits_to_keep=3).logits
-        loss = loss_fn(logits, inputs["input_ids"])
+        qa_loss = loss_fn(logits, inputs["input_ids"])
+        aux_loss, _ = heads.loss(captured.pop("tokens"), targets)
+        loss = qa_loss + args.aux_weight * aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        running = qa_loss.item() if running is None else 0.95 * running + 0.05 * qa_loss.item()
         elapsed = time.time() - start
-        bar.set_postfix(loss=f"{running:.3f}", lr=f"{lr_at(step):.1e}", sps=f"{(step + 1) / elapsed:.2f}")
+        bar.set_postfix(
+            loss=f"{running:.3f}", aux=f"{aux_loss.item():.3f}", sps=f"{(step + 1) / elapsed:.2f}", refresh=False
+        )
         last = step + 1 == args.steps or elapsed > args.minutes * 60
         if (step + 1) % args.eval_every == 0 or last:
-            acc = validate(model, val_inputs, val_answers)
-            entry = dict(step=step + 1, loss=round(running, 4), val_acc=acc, minutes=round(elapsed / 60, 2))
+            acc, per_kind = validate(model, val_inputs, val_answers, [v.kind for v in val])
+            entry = dict(step=step + 1, loss=round(running, 4), aux=round(aux_loss.item(), 4), val_acc=acc,
+                         minutes=round(elapsed / 60, 2), **per_kind)  # fmt: skip
             log.append(entry)
             print(json.dumps(entry), flush=True)
             if acc >= best:

@@ -130,8 +130,10 @@ def test_every_kind_has_a_consistent_answer():
 
 def test_answers_match_the_pixels():
     # the moving shape's start colour is in frame 0, its new colour in the last frame, and its
-    # centre moves the way the direction answer says; the still shape's colour is in both
-    for i in range(10):
+    # centre moves the way the direction answer says; the still shape is on screen in a run of whole
+    # frame pairs (all of them in about half the clips), always at the same place
+    whole_clip = 0
+    for i in range(20):
         d, still, new, start = (qa.make_sample("test", i, num_frames=8, kind=k) for k in qa.KINDS)
         assert np.array_equal(d.video, start.video) and np.array_equal(d.video, still.video)
         first, last = d.video[0], d.video[-1]
@@ -143,8 +145,33 @@ def test_answers_match_the_pixels():
 
         dy, dx = centre(last, new.answer) - centre(first, start.answer)
         assert {"left": dx < -10, "right": dx > 10, "up": dy < -10, "down": dy > 10}[d.answer]
-        assert np.allclose(centre(first, still.answer), centre(last, still.answer))
+        colour = np.array(qa.COLOURS[still.answer], np.uint8)
+        shown = np.flatnonzero((d.video == colour).all(-1).any((1, 2)))
+        assert len(shown) >= 2 and shown[0] % 2 == 0 and len(shown) % 2 == 0
+        assert np.array_equal(shown, np.arange(shown[0], shown[-1] + 1))
+        assert np.allclose(centre(d.video[shown[0]], still.answer), centre(d.video[shown[-1]], still.answer))
+        whole_clip += len(shown) == len(d.video)
         assert not (first == np.array(qa.COLOURS[new.answer], np.uint8)).all(-1).any()
+    assert 3 <= whole_clip <= 17
+
+
+def test_token_targets_match_the_pixels():
+    # the vision tower's training targets, recomputed from the rendered frames: per 28x28 square of each
+    # frame, the colour covering the most pixels if it covers at least 10% of the square
+    names = list(qa.COLOURS)
+    for i in range(6):
+        sample, targets = qa.make_labelled_sample("train", i, num_frames=8)
+        video = sample.video
+        cells = video.shape[1] // 28
+        share = np.stack([(video == np.array(qa.COLOURS[n], np.uint8)).all(-1) for n in names], -1)
+        share = share.reshape(len(video), cells, 28, cells, 28, len(names)).mean((2, 4))  # (T, cells, cells, colours)
+        expected = np.where(share.max(-1) >= 0.1, share.argmax(-1), -1)
+        assert np.array_equal(targets["colour_a"], expected[0::2].reshape(-1))
+        assert np.array_equal(targets["colour_b"], expected[1::2].reshape(-1))
+        moving = targets["role"] == 1
+        direction = qa.make_sample("train", i, num_frames=8, kind="direction").answer  # same clip
+        assert moving.any() and set(targets["direction"][moving]) == {list(qa.DIRECTIONS).index(direction)}
+        assert (targets["direction"][~moving] == -1).all()
 
 
 def test_fast_patchify_equals_the_processor():

@@ -186,8 +186,8 @@ def test_demo_asset_is_small_and_decodable(demo: np.ndarray) -> None:
 
     path = demo_video_path()
     assert path.is_file() and path.stat().st_size < 200_000
-    # the shipped clip is sample 0 of the synthetic QA "demo" split, each of its 8 frames shown twice
-    reference = np.repeat(make_sample("demo", 0, num_frames=8, size=112, kind="turns_into").video, 2, axis=0)
+    # the shipped clip is sample 0 of the synthetic QA "demo" split (scripts/make_demo_video.py)
+    reference = make_sample("demo", 0, num_frames=16, size=112, kind="turns_into").video
     assert demo.shape == reference.shape
     assert np.abs(demo.astype(int) - reference).mean() < 10  # lossy codec, same content
 

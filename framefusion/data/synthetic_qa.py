@@ -2,7 +2,8 @@
 
 Every sample is a short clip (default 16 frames, 112x112) with two shapes (two of circle, square
 and triangle, in two colours): one moves in a straight line (left, right, up or down) and changes
-colour once, at a random frame in the middle, to a third colour; the other stays still.
+colour once, at a random frame in the middle, to a third colour; the other stays still, and in half
+the clips is on screen for only part of the clip (it appears and/or leaves).
 The background is bit-identical in every frame, so adjacent-frame redundancy is real.
 
 Each question is answered by ONE word from a closed set, and needs the video and its time order:
@@ -62,9 +63,11 @@ __all__ = [
     "build_qa_tokenizer",
     "chat_text",
     "encode",
+    "make_labelled_sample",
     "make_sample",
     "make_split",
     "patchify",
+    "token_targets",
     "write_demo",
 ]
 
@@ -270,14 +273,27 @@ def _scene(rng: np.random.Generator, num_frames: int, size: int) -> dict[str, An
         tracks=tracks,
         radius=radius,
         direction=direction,
+        visible=[(0, num_frames), (0, num_frames)],
     )
+
+
+def _still_visibility(rng: np.random.Generator, num_frames: int) -> tuple[int, int]:
+    """Frames ``[first, end)`` in which the still shape is on screen: half the clips show it throughout,
+    the others from some frame pair to a later one (it appears and/or leaves, as objects do in real
+    video), so that "still" has to be read from how the shape moves, not from how long it is seen."""
+    pairs = num_frames // 2
+    if rng.random() < 0.5:
+        return 0, num_frames
+    length = int(rng.integers(1, pairs))
+    first = int(rng.integers(0, pairs - length + 1))
+    return 2 * first, 2 * (first + length)
 
 
 def _render(rng: np.random.Generator, scene: dict[str, Any], num_frames: int, size: int) -> np.ndarray:
     frames = np.repeat(_background(rng, size)[None], num_frames, axis=0)
     for k in range(len(scene["shapes"])):
         r = scene["radius"][k]
-        for f in range(num_frames):
+        for f in range(*scene["visible"][k]):
             colour = scene["colours"][k]
             if k == scene["changer"] and f >= scene["change_at"]:
                 colour = scene["new_colour"]
@@ -291,6 +307,10 @@ def _render(rng: np.random.Generator, scene: dict[str, Any], num_frames: int, si
 
 def make_sample(split: str, index: int, num_frames: int = 16, size: int = 112, kind: str | None = None) -> QASample:
     """Sample ``index`` of ``split`` (deterministic); ``kind`` fixes the question type (default: drawn)."""
+    return _draw(split, index, num_frames, size, kind)[0]
+
+
+def _draw(split: str, index: int, num_frames: int, size: int, kind: str | None) -> tuple[QASample, dict[str, Any]]:
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_SEEDS)}")
     if kind is not None and kind not in KINDS:
@@ -302,6 +322,7 @@ def make_sample(split: str, index: int, num_frames: int = 16, size: int = 112, k
     seed = (SPLIT_SEEDS[split], int(index))
     rng = np.random.default_rng(list(seed))
     scene = _scene(rng, num_frames, size)
+    scene["visible"][1] = _still_visibility(np.random.default_rng([*seed, 1]), num_frames)
     video = _render(rng, scene, num_frames, size)
     kind = kind or str(rng.choice(KINDS))
     if kind == "direction":
@@ -312,7 +333,56 @@ def make_sample(split: str, index: int, num_frames: int = 16, size: int = 112, k
         question, answer = "what colour does the moving shape turn into?", scene["new_colour"]
     else:
         question, answer = "what colour is the moving shape at the start?", scene["colours"][0]
-    return QASample(video=video, question=question, answer=answer, kind=kind, seed=seed)
+    return QASample(video=video, question=question, answer=answer, kind=kind, seed=seed), scene
+
+
+def token_targets(scene: dict[str, Any], num_frames: int, size: int, merge: int = 28) -> dict[str, np.ndarray]:
+    """Per video token (one ``merge`` x ``merge`` pixel square of one pair of frames) what it shows.
+
+    Targets for the vision tower's auxiliary training loss, in the order of the Qwen2-VL merged tokens
+    (frame pair, row, column): ``colour_a`` / ``colour_b`` -- the colour of the object covering most
+    of the square in the pair's first / second frame (index into :data:`COLOURS`, ``-1`` = none, with a
+    threshold of 10% of the square); ``role`` -- 0 none, 1 the moving object, 2 the still one;
+    ``direction`` -- the moving object's direction (index into :data:`DIRECTIONS`) or -1.
+    """
+    colours = list(COLOURS)
+    cells = size // merge
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    area = np.zeros((num_frames, len(scene["shapes"]), cells, cells), np.float32)
+    for k, shape in enumerate(scene["shapes"]):
+        for f in range(*scene["visible"][k]):
+            cy, cx = scene["tracks"][k][f]
+            m = _mask(shape, cy, cx, scene["radius"][k], yy, xx).astype(np.float32)
+            area[f, k] = m.reshape(cells, merge, cells, merge).sum((1, 3)) / (merge * merge)
+
+    def colour_of(f: int) -> np.ndarray:
+        k = area[f].argmax(0)
+        out = np.full((cells, cells), -1, np.int64)
+        for obj in range(len(scene["shapes"])):
+            name = scene["colours"][obj]
+            if obj == scene["changer"] and f >= scene["change_at"]:
+                name = scene["new_colour"]
+            out[(k == obj) & (area[f].max(0) >= 0.1)] = colours.index(name)
+        return out
+
+    pairs = range(0, num_frames - 1, 2)
+    colour_a = np.stack([colour_of(f) for f in pairs])
+    colour_b = np.stack([colour_of(f + 1) for f in pairs])
+    both = np.stack([area[f] + area[f + 1] for f in pairs])  # (pairs, objects, cells, cells)
+    owner = both.argmax(1)
+    present = both.max(1) >= 0.2
+    role = np.where(present, np.where(owner == scene["changer"], 1, 2), 0)
+    direction = np.where(role == 1, list(DIRECTIONS).index(scene["direction"]), -1)
+    return {k: v.reshape(-1) for k, v in
+            dict(colour_a=colour_a, colour_b=colour_b, role=role, direction=direction).items()}  # fmt: skip
+
+
+def make_labelled_sample(
+    split: str, index: int, num_frames: int = 16, size: int = 112, kind: str | None = None
+) -> tuple[QASample, dict[str, np.ndarray]]:
+    """:func:`make_sample` plus its :func:`token_targets` (for training the vision tower)."""
+    sample, scene = _draw(split, index, num_frames, size, kind)
+    return sample, token_targets(scene, num_frames, size)
 
 
 def make_split(split: str, count: int, start: int = 0, **kwargs: Any) -> list[QASample]:
@@ -360,16 +430,16 @@ def patchify(video: np.ndarray, processor: Any) -> tuple[np.ndarray, tuple[int, 
 
 def write_demo(
     index: int = 0,
-    kind: str = "direction",
-    num_frames: int = 8,
-    repeat: int = 2,
+    kind: str = "turns_into",
+    num_frames: int = 16,
+    repeat: int = 1,
     size: int = 112,
     video_path: str | Path | None = None,
 ) -> dict[str, str]:
     """Write the shipped demo video (sample ``index`` of the ``demo`` split) and ``demo_qa.json`` beside it.
 
-    The clip has ``num_frames`` distinct frames, each shown ``repeat`` times (16 frames by default), so
-    that sampling ``num_frames`` of them uniformly gives back the generated sample.
+    The clip has ``num_frames`` distinct frames, each shown ``repeat`` times, so that sampling
+    ``num_frames`` of them uniformly gives back the generated sample.
     Returns ``{"video", "question", "answer", "kind"}``, the JSON written.
     """
     from ..models.tiny import demo_video_path, read_video, write_video
@@ -381,6 +451,7 @@ def write_demo(
     if np.abs(back - sample.video).mean() > 8:
         raise RuntimeError(f"{video_path}: resampled frames do not match the sample")
     qa = dict(video=video_path.name, question=sample.question, answer=sample.answer, kind=sample.kind,
-              made_by=f"framefusion.data.synthetic_qa.write_demo(index={index}, kind={kind!r})")  # fmt: skip
+              made_by=f"framefusion.data.synthetic_qa.write_demo(index={index}, kind={kind!r}, "
+                      f"num_frames={num_frames}, repeat={repeat}, size={size})")  # fmt: skip
     (video_path.parent / "demo_qa.json").write_text(json.dumps(qa, indent=1) + "\n")
     return qa

@@ -223,3 +223,36 @@ def test_lmms_eval_patch_applies_to_the_wrapped_model(shipped, test_items):
         assert handle.last_report().achieved_cost[0] <= 0.5
     finally:
         handle.remove()
+
+
+def test_lmms_eval_launcher_refuses_bad_settings_before_lmms_eval_runs(capsys):
+    lm.check_settings(["--model", "qwen2_vl", "--model_args", "pretrained=x,framefusion_cost=0.5"])
+    lm.check_settings(["--model", "qwen2_vl", "--model_args=pretrained=x"])
+    with pytest.raises(ValueError, match="cost must be in"):
+        lm.check_settings(["--model_args", "pretrained=x,framefusion_cost=2"])
+    with pytest.raises(SystemExit) as exit_info:
+        lm.main(["--model", "qwen2_vl", "--model_args=pretrained=x,framefusion_method=dycoke"])
+    assert exit_info.value.code == 2
+    assert "framefusion: error: framefusion_method must be one of" in capsys.readouterr().err
+
+
+def test_lmms_eval_log_prints_each_prefill_once(shipped, test_items):
+    import io
+
+    model, processor = shipped
+    stream = io.StringIO()
+    handle = lm.patch_lmm(types.SimpleNamespace(model=model, processor=processor), FrameFusionConfig(cost=0.5))
+    try:
+        lm.log_reports(handle, stream)
+        inputs = processor(text=[qa.chat_text(processor, test_items[0].question)], videos=[test_items[0].video],
+                           return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=3, min_new_tokens=3)
+    finally:
+        handle.remove()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("framefusion: prefill 1 sample 0:")
+    assert f"achieved cost {handle.last_report().achieved_cost[0]:.3f}" in lines[0]
+    with torch.no_grad():  # removed with the handle
+        model(**inputs)
+    assert len(stream.getvalue().splitlines()) == 1

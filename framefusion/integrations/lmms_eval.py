@@ -20,8 +20,10 @@ model_args key                         environment variable             meaning 
 ``framefusion_ratio_threshold``        ``FRAMEFUSION_RATIO``            cascade threshold (0.1)
 =====================================  ===============================  ======================================
 
-With none of them set, nothing is applied (the untouched baseline). From Python, on a model object
-lmms-eval already built: ``patch_lmm(lmm, FrameFusionConfig(cost=0.3))``.
+With none of them set, nothing is applied (the untouched baseline). ``FRAMEFUSION_LOG=1`` also prints,
+to stderr, what was applied (or that nothing was) and every reduced prefill's video tokens per layer and
+achieved cost. From Python, on a model object lmms-eval already built:
+``patch_lmm(lmm, FrameFusionConfig(cost=0.3))``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import os
 import sys
 from typing import Any, Mapping
 
-__all__ = ["config_from_settings", "install", "main", "patch_lmm", "split_model_args"]
+__all__ = ["check_settings", "config_from_settings", "install", "log_reports", "main", "patch_lmm", "split_model_args"]
 
 KEYS = {
     "framefusion_method": "FRAMEFUSION_METHOD",
@@ -109,6 +111,38 @@ def patch_lmm(lmm: Any, config: Any) -> Any:
     return handle
 
 
+def log_reports(handle: Any, stream: Any = None) -> None:
+    """Print every reduced prefill's video tokens per layer and achieved cost (to stderr by default).
+
+    A forward hook on the handle's model, removed with the handle; it reads ``handle.last_report()``
+    after each forward and prints only reports it has not printed yet (decode steps make none). Lines go
+    through ``tqdm.write`` so that they start a line of their own under lmms-eval's progress bar.
+    """
+    from tqdm import tqdm
+
+    seen = {"report": None, "count": 0}
+
+    def hook(module, args, output):
+        report = handle.last_report()
+        if report is None or report is seen["report"]:
+            return
+        seen["report"] = report
+        seen["count"] += 1
+        rows = zip(report.vision_tokens, report.vision_tokens_per_layer, report.achieved_cost)
+        for i, (tokens, per_layer, cost) in enumerate(rows):
+            tqdm.write(
+                f"framefusion: prefill {seen['count']} sample {i}: {tokens} video tokens, "
+                f"per layer {list(per_layer)}, achieved cost {cost:.3f}",
+                file=stream or sys.stderr,
+            )
+
+    handle._hooks.append(handle.model.register_forward_hook(hook))
+
+
+def _log_enabled() -> bool:
+    return os.environ.get("FRAMEFUSION_LOG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def install() -> None:
     """Make every lmms-eval model built from an arg string get FrameFusion (settings as in the module doc)."""
     from lmms_eval.api.model import lmms
@@ -122,22 +156,45 @@ def install() -> None:
         config = config_from_settings(ours or _env_settings())
         lmm = original(cls, rest, additional_config)
         if config is not None:
-            patch_lmm(lmm, config)
+            handle = patch_lmm(lmm, config)
             print(f"framefusion: applied {config} to {type(lmm.model).__name__}", file=sys.stderr)
+            if _log_enabled():
+                log_reports(handle)
+        elif _log_enabled():
+            print(f"framefusion: nothing applied to {type(lmm).__name__} (no framefusion setting)", file=sys.stderr)
         return lmm
 
     create_from_arg_string._framefusion = True
     lmms.create_from_arg_string = classmethod(create_from_arg_string)
 
 
+def check_settings(argv: list[str]) -> None:
+    """Raise ValueError for a bad ``framefusion_*`` setting in ``--model_args`` (or the environment).
+
+    lmms-eval 0.7.3 catches errors raised while it builds the model, only logs them and still exits 0,
+    so the launcher checks the settings before handing over.
+    """
+    values = [a.partition("=")[2] for a in argv if a.startswith("--model_args=")]
+    values += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--model_args"]
+    for value in values or [""]:
+        _, ours = split_model_args(value)
+        config_from_settings(ours or _env_settings())
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m lmms_eval ...`` with :func:`install` applied first."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        check_settings(args)
+    except ValueError as err:
+        print(f"framefusion: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         import lmms_eval  # noqa: F401
     except ImportError:
         raise SystemExit("lmms-eval is not installed: pip install lmms-eval (see docs/lmms_eval.md)") from None
     install()
-    sys.argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = [sys.argv[0], *args]
     try:
         from lmms_eval.cli.dispatch import main as lmms_main
     except ImportError:  # older lmms-eval

@@ -77,10 +77,8 @@ fi
 "$VPY" -c "import torch, transformers, av, decord, lmms_eval, framefusion, importlib.metadata as m; print('venv: torch', torch.__version__, '| transformers', transformers.__version__, '| av', av.__version__, '| decord', decord.__version__, '| lmms-eval', m.version('lmms_eval'), '| framefusion from', framefusion.__file__)" >&2
 
 # ------------------------------------------------------------------ 2. model and data
-if [ ! -f "$DIR/model/config.json" ]; then
-    log "2. model copy $MODEL -> $DIR/model"
-    mkdir -p "$DIR/model" && cp -r "$MODEL"/. "$DIR/model/"
-fi
+log "2. model copy $MODEL -> $DIR/model"
+rm -rf "$DIR/model" && mkdir -p "$DIR/model" && cp -r "$MODEL"/. "$DIR/model/"
 log "2. $COUNT synthetic QA clips -> $DIR/data"
 "$MAIN_PY" - "$DIR/data" "$COUNT" "$FPS" <<'EOF'
 import json, sys

@@ -83,3 +83,46 @@ def replay_logits(model, inputs, tokens, decisions, processor=None, counts=None)
             if counts is not None:
                 assert replay.last_report().vision_tokens_per_layer == counts
     return torch.stack(logits, dim=1)
+
+
+def conversation_inputs(processor, conversations, videos=None, images=None):
+    """A left-padded batch of chat-template conversations (see :func:`user_message`)."""
+    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    kwargs = {"videos": videos} if videos else {}
+    if images:
+        kwargs["images"] = images
+    return processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+
+
+def user_message(*items):
+    """One user turn: "video" and "image" are media placeholders, anything else is text."""
+    content = [{"type": i} if i in ("video", "image") else {"type": "text", "text": i} for i in items]
+    return [{"role": "user", "content": content}]
+
+
+def probe_and_eager_attention(model, adapter, inputs):
+    """Per decoder layer ``(cos, probs, eager)``: the last query's attention over all keys from the
+    adapter's probe, and from the layer's own eager attention weights (the model must use eager)."""
+    layers = adapter.decoder_layers()
+    captured = {}
+
+    def capture(module, args, kwargs):
+        captured[module] = (args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])
+
+    hooks = [layer.register_forward_pre_hook(capture, with_kwargs=True) for layer in layers]
+    try:
+        with torch.no_grad():
+            attentions = model(**inputs, output_attentions=True).attentions
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(attentions) == len(layers)
+    out = []
+    for layer, attention in zip(layers, attentions):
+        hidden, (cos, sin) = captured[layer]
+        last = torch.full((hidden.shape[0],), hidden.shape[1] - 1)
+        with torch.no_grad():
+            q, k, scaling = adapter.attention_probe(layer, hidden, cos, sin, last)
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        out.append((cos, (torch.einsum("bhd,bhld->bhl", q, k) * scaling).softmax(-1), attention[:, :, -1]))
+    return out

@@ -5,7 +5,7 @@ Adding a family = an adapter file, a tiny builder in framefusion/models/zoo.py, 
 
 import pytest
 import torch
-from conftest import greedy, replay_logits
+from conftest import greedy, probe_and_eager_attention, replay_logits
 
 import framefusion
 from framefusion import FrameFusionConfig
@@ -78,7 +78,9 @@ def test_budget_never_exceeded(family, videos, cost, threshold):
         with pytest.raises(ValueError, match=f"cost={cost} is below"):
             framefusion.apply(model, FrameFusionConfig(cost=cost), processor=processor)
         return
-    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=threshold), processor=processor) as handle:
+    with framefusion.apply(
+        model, FrameFusionConfig(cost=cost, similarity_threshold=threshold), processor=processor
+    ) as handle:
         with torch.no_grad():
             model(**inputs)
         report = handle.last_report()
@@ -127,7 +129,9 @@ def test_text_untouched_and_positions_preserved(family, videos):
 def test_exact_decoding_matches_cache_free_replay(family, videos, cost):
     model, processor = tiny(family)
     inputs = video_inputs(processor, ["Which object moves first?"], [videos[16]])
-    with framefusion.apply(model, FrameFusionConfig(cost=cost, similarity_threshold=0.9), processor=processor) as handle:
+    with framefusion.apply(
+        model, FrameFusionConfig(cost=cost, similarity_threshold=0.9), processor=processor
+    ) as handle:
         tokens, step_logits = greedy(model, inputs, n=4)
         report = handle.last_report()
     assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
@@ -216,27 +220,5 @@ def test_attention_probe_equals_the_layers_own_attention(family, videos):
     """The importance scores use exactly the attention each layer computes (eager weights)."""
     model, processor = tiny(family, attn="eager")
     inputs = video_inputs(processor, ["What moves?"], [videos[8]])
-    adapter = adapter_for(model, processor)
-    layers = adapter.decoder_layers()
-    captured = {}
-
-    def capture(module, args, kwargs):
-        captured[module] = (args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])
-
-    hooks = [layer.register_forward_pre_hook(capture, with_kwargs=True) for layer in layers]
-    try:
-        with torch.no_grad():
-            attentions = model(**inputs, output_attentions=True).attentions
-    finally:
-        for hook in hooks:
-            hook.remove()
-    assert len(attentions) == len(layers)
-    for layer, attention in zip(layers, attentions):
-        hidden, (cos, sin) = captured[layer]
-        last = torch.full((hidden.shape[0],), hidden.shape[1] - 1)
-        with torch.no_grad():
-            q, k, scaling = adapter.attention_probe(layer, hidden, cos, sin, last)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        probs = (torch.einsum("bhd,bhld->bhl", q, k) * scaling).softmax(-1)
-        torch.testing.assert_close(probs, attention[:, :, -1], atol=1e-6, rtol=1e-5)
-
+    for _, probs, eager in probe_and_eager_attention(model, adapter_for(model, processor), inputs):
+        torch.testing.assert_close(probs, eager, atol=1e-6, rtol=1e-5)

@@ -5,7 +5,7 @@ The generic checks are in test_conformance.py (family "glm4v")."""
 
 import pytest
 import torch
-from conftest import greedy, replay_logits
+from conftest import conversation_inputs, greedy, probe_and_eager_attention, replay_logits, user_message
 
 import framefusion
 from framefusion import FrameFusionConfig
@@ -22,19 +22,6 @@ def tiny(variant="glm4v", attn="sdpa", num_layers=4):
     if key not in _MODELS:
         _MODELS[key] = tiny_glm4v.build(num_layers=num_layers, variant=variant, attn_implementation=attn)
     return _MODELS[key]
-
-
-def chat(processor, conversations, videos=None, images=None):
-    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
-    kwargs = {"videos": videos} if videos else {}
-    if images:
-        kwargs["images"] = images
-    return processor(text=texts, padding=True, return_tensors="pt", **kwargs)
-
-
-def message(*items):
-    content = [{"type": i} if i in ("video", "image") else {"type": "text", "text": i} for i in items]
-    return [{"role": "user", "content": content}]
 
 
 def derive(model, inputs, b):
@@ -100,9 +87,9 @@ def test_layout_matches_separators_and_rope_positions(videos, variant):
 
 def test_two_videos_in_one_sample(videos):
     model, processor = tiny()
-    inputs = chat(
+    inputs = conversation_inputs(
         processor,
-        [message("video", "and", "video", "Same?"), message("video", "Colour?")],
+        [user_message("video", "and", "video", "Same?"), user_message("video", "Colour?")],
         videos=[videos[8], videos[16], videos[2]],
     )
     (first, expected), (second, _) = check_layout(model, inputs)
@@ -116,12 +103,12 @@ def test_video_mask_without_token_types_matches_the_processor(videos):
     """Without mm_token_type_ids the adapter finds frames as image tokens inside a video."""
     model, processor = tiny()
     adapter = adapter_for(model)
-    batch = chat(
+    batch = conversation_inputs(
         processor,
-        [message("video", "and", "video", "Same?"), message("video", "Colour?")],
+        [user_message("video", "and", "video", "Same?"), user_message("video", "Colour?")],
         videos=[videos[8], videos[16], videos[2]],
     )
-    image = chat(processor, [message("image", "What is it?")], images=[videos[8][0]])
+    image = conversation_inputs(processor, [user_message("image", "What is it?")], images=[videos[8][0]])
     for inputs in (batch, image):
         expected = inputs["mm_token_type_ids"] == 2
         assert torch.equal(adapter._video_mask({"input_ids": inputs["input_ids"]}), expected)
@@ -131,7 +118,7 @@ def test_video_mask_without_token_types_matches_the_processor(videos):
 def test_image_prompt_is_untouched(videos):
     """Images share the token id of video frames but are never reduced."""
     model, processor = tiny()
-    inputs = chat(processor, [message("image", "Describe the image.")], images=[videos[16][0]])
+    inputs = conversation_inputs(processor, [user_message("image", "Describe the image.")], images=[videos[16][0]])
     base = greedy(model, inputs, n=3)
     with framefusion.apply(model, FrameFusionConfig(cost=0.1)) as handle:
         got = greedy(model, inputs, n=3)
@@ -162,30 +149,9 @@ def test_probe_matches_the_eager_attention(videos, variant):
     """Partial rotary, interleaved pairs (GLM-4.1V) or halves (GLM-4.5V): as the layer computes."""
     model, processor = tiny(variant, attn="eager")
     inputs = video_inputs(processor, ["What moves?"], [videos[8]])
-    adapter = adapter_for(model)
-    captured = {}
-
-    def capture(module, args, kwargs):
-        captured[module] = (args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])
-
-    layers = model.model.language_model.layers
-    hooks = [layer.register_forward_pre_hook(capture, with_kwargs=True) for layer in layers]
-    try:
-        with torch.no_grad():
-            attentions = model(**inputs, output_attentions=True).attentions
-    finally:
-        for hook in hooks:
-            hook.remove()
-    assert len(attentions) == len(layers)
-    for layer, attention in zip(layers, attentions):
-        hidden, (cos, sin) = captured[layer]
-        assert cos.shape[-1] < layer.self_attn.head_dim  # partial rotary
-        last = torch.tensor([hidden.shape[1] - 1])
-        with torch.no_grad():
-            q, k, scaling = adapter.attention_probe(layer, hidden, cos, sin, last)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        probs = (torch.einsum("bhd,bhld->bhl", q, k) * scaling).softmax(-1)
-        torch.testing.assert_close(probs, attention[:, :, -1], atol=1e-6, rtol=1e-5)
+    for cos, probs, eager in probe_and_eager_attention(model, adapter_for(model), inputs):
+        assert cos.shape[-1] < model.config.text_config.hidden_size // model.config.text_config.num_attention_heads
+        torch.testing.assert_close(probs, eager, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["glm4v_moe", "glm46v"])

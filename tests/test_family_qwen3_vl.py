@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import greedy, replay_logits
+from conftest import conversation_inputs, greedy, replay_logits, user_message
 
 import framefusion
 from framefusion import FrameFusionConfig
@@ -25,19 +25,6 @@ def tiny(num_layers=4, deepstack_layers=1, attn="sdpa", moe=False):
             num_layers=num_layers, deepstack_layers=deepstack_layers, attn_implementation=attn, moe=moe
         )
     return _MODELS[key]
-
-
-def chat(processor, conversations, videos=None, images=None):
-    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
-    kwargs = {"videos": videos} if videos else {}
-    if images:
-        kwargs["images"] = images
-    return processor(text=texts, padding=True, return_tensors="pt", **kwargs)
-
-
-def message(*items):
-    content = [{"type": i} if i in ("video", "image") else {"type": "text", "text": i} for i in items]
-    return [{"role": "user", "content": content}]
 
 
 def derive(model, processor, inputs, b):
@@ -106,9 +93,9 @@ def test_layout_matches_timestamps_and_rope_positions(videos):
 
 def test_two_videos_in_one_sample_and_an_image(videos):
     model, processor = tiny()
-    inputs = chat(
+    inputs = conversation_inputs(
         processor,
-        [message("image", "video", "and", "video", "Same?"), message("video", "Colour?")],
+        [user_message("image", "video", "and", "video", "Same?"), user_message("video", "Colour?")],
         videos=[videos[8], videos[16], videos[2]],
         images=[videos[16][0]],
     )
@@ -174,7 +161,9 @@ def test_reducing_inside_the_deepstack_layers_breaks(videos, monkeypatch):
 def test_image_and_video_decoding_is_exact(videos):
     """Deepstack adds image and video features through one joint mask; image tokens stay."""
     model, processor = tiny()
-    inputs = chat(processor, [message("image", "video", "Same?")], videos=[videos[16]], images=[videos[8][0]])
+    inputs = conversation_inputs(
+        processor, [user_message("image", "video", "Same?")], videos=[videos[16]], images=[videos[8][0]]
+    )
     with framefusion.apply(model, FrameFusionConfig(cost=0.3, similarity_threshold=0.9)) as handle:
         tokens, step_logits = greedy(model, inputs, n=3)
         report = handle.last_report()

@@ -25,7 +25,9 @@ SHIPPED_QA = SHIPPED_MODEL.parent / "demo_qa.json"  # the shipped video's questi
 SHIPPED_QUESTION = (
     json.loads(SHIPPED_QA.read_text())["question"] if SHIPPED_QA.is_file() else "what colour is the still shape?"
 )
-SHIPPED_FRAMES = 8  # the shipped model was trained on 8-frame clips
+SHIPPED_INFO = SHIPPED_MODEL / "training.json"
+# the clip length the shipped model was trained and evaluated on
+SHIPPED_FRAMES = int(json.loads(SHIPPED_INFO.read_text()).get("frames", 16)) if SHIPPED_INFO.is_file() else 16
 DEFAULT_FRAMES = 16
 RANDOM_NOTE = (
     "framefusion/assets/model/ is not there yet, so this is a tiny Qwen2-VL with RANDOM weights "

@@ -216,8 +216,6 @@ def main(argv: list[str] | None = None) -> dict:
         from transformers import Qwen2VLForConditionalGeneration
 
         model = Qwen2VLForConditionalGeneration.from_pretrained(args.init_from, local_files_only=True)
-        model.generation_config = build_qa_model(processor, hidden_size=16, num_layers=1, num_heads=2,
-                                                 vision_embed_dim=16, vision_heads=2).generation_config  # fmt: skip
     else:
         model = build_qa_model(
             processor,

@@ -36,19 +36,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tokenizers import pre_tokenizers
 from transformers import (
-    GenerationConfig,
     Qwen2Tokenizer,
-    Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessor,
     Qwen2VLProcessor,
     Qwen2VLVideoProcessor,
 )
 
-from ..models.tiny import _WORDS, MAX_PIXELS, MIN_PIXELS, SPECIAL_TOKENS, TINY_CHAT_TEMPLATE, spelled_merges
+from ..models.tiny import (
+    _WORDS,
+    MAX_PIXELS,
+    MIN_PIXELS,
+    SPECIAL_TOKENS,
+    TINY_CHAT_TEMPLATE,
+    build_tiny_model,
+    spelled_merges,
+)
 
 __all__ = [
     "ANSWERS",
@@ -165,54 +170,22 @@ def build_qa_model(
     vision_heads: int = 4,
     seed: int = 0,
 ) -> Qwen2VLForConditionalGeneration:
-    """A freshly initialised (seeded) small Qwen2-VL whose token ids match ``processor``."""
-    tok = processor.tokenizer
-    ids = {name: tok.convert_tokens_to_ids(f"<|{name}|>") for name in ("endoftext", "im_end", "vision_start")}
-    head_dim = hidden_size // num_heads
-    if hidden_size % num_heads or head_dim % 2:
-        raise ValueError(f"hidden_size={hidden_size} / num_heads={num_heads} must give an even head_dim")
-    half = head_dim // 2  # M-RoPE splits the rotary half-dim into (temporal, height, width)
-    mrope_section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
-    config = Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=hidden_size,
-            intermediate_size=intermediate_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=num_kv_heads,
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10_000.0, "mrope_section": mrope_section},
-            bos_token_id=ids["endoftext"],
-            eos_token_id=ids["im_end"],
-            pad_token_id=ids["endoftext"],
-        ),
-        vision_config=dict(
-            depth=vision_depth,
-            embed_dim=vision_embed_dim,
-            hidden_size=hidden_size,
-            num_heads=vision_heads,
-            mlp_ratio=2,
-            patch_size=14,
-            temporal_patch_size=2,
-            spatial_merge_size=2,
-        ),
-        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
-        tie_word_embeddings=False,
+    """A freshly initialised (seeded) small Qwen2-VL whose token ids match ``processor``, in train mode."""
+    model = build_tiny_model(
+        "qwen2_vl",
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        vision_depth=vision_depth,
+        vision_embed_dim=vision_embed_dim,
+        vision_heads=vision_heads,
+        rope_theta=10_000.0,
+        seed=seed,
+        processor=processor,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration._from_config(config, attn_implementation="sdpa")
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["endoftext"],
-        eos_token_id=[ids["im_end"], ids["endoftext"]],
-        pad_token_id=ids["endoftext"],
-        do_sample=False,
-    )
-    return model
+    return model.train()
 
 
 # ------------------------------------------------------------------------------------------- videos

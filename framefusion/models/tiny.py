@@ -188,8 +188,13 @@ def build_tiny_model(
     attn_implementation: str = "sdpa",
     dtype: torch.dtype = torch.float32,
     processor: ProcessorMixin | None = None,
+    vision_embed_dim: int = 32,
+    vision_heads: int = 2,
+    rope_theta: float = 1_000_000.0,
 ) -> Qwen2VLForConditionalGeneration | Qwen2_5_VLForConditionalGeneration:
-    """A randomly initialised (seeded) tiny VLM in eval mode whose token ids match the tiny processor."""
+    """A randomly initialised (seeded) tiny VLM in eval mode whose token ids match the tiny processor.
+
+    ``vision_embed_dim`` / ``vision_heads`` size the Qwen2-VL vision tower (Qwen2.5-VL keeps its own)."""
     _check_family(family)
     _, model_cls, config_cls = FAMILIES[family]
     ids = tiny_token_ids(processor)
@@ -206,18 +211,17 @@ def build_tiny_model(
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section},
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope_section},
         bos_token_id=ids["endoftext"],
         eos_token_id=ids["eos"],
         pad_token_id=ids["pad"],
     )
-    vision_config: dict[str, Any] = dict(
-        depth=vision_depth, num_heads=2, patch_size=14, temporal_patch_size=2, spatial_merge_size=2
-    )
+    vision_config: dict[str, Any] = dict(depth=vision_depth, patch_size=14, temporal_patch_size=2, spatial_merge_size=2)
     if family == "qwen2_vl":
-        vision_config.update(embed_dim=32, hidden_size=hidden_size, mlp_ratio=2)
+        vision_config.update(embed_dim=vision_embed_dim, num_heads=vision_heads, hidden_size=hidden_size, mlp_ratio=2)
     else:
         vision_config.update(
+            num_heads=2,
             hidden_size=32,
             intermediate_size=64,
             out_hidden_size=hidden_size,

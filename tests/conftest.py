@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,25 @@ def probe_and_eager_attention(model, adapter, inputs):
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         out.append((cos, (torch.einsum("bhd,bhld->bhl", q, k) * scaling).softmax(-1), attention[:, :, -1]))
     return out
+
+
+def random_image(width=112, height=112, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def media_message(*items):
+    """One user turn from text strings and ("video", frames) / ("image", pixels) pairs, in order."""
+    content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": i[0], i[0]: i[1]} for i in items]
+    return [{"role": "user", "content": content}]
+
+
+def encode_conversations(processor, conversations, **processor_kwargs):
+    """Conversations with their media inside, through the processor's chat template (left padded)."""
+    return processor.apply_chat_template(
+        conversations,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        processor_kwargs={"padding": True, **processor_kwargs},
+    )

@@ -1,29 +1,22 @@
 """InternVL (transformers format) specifics: frames written as image tiles, told apart by their labels.
 
-The generic checks are in test_conformance.py (family "internvl"). Tests that go through
-``framefusion.apply`` need it to pass the processor to the adapter (``apply(model, config,
-processor=...)``); they are skipped while it cannot.
+The generic checks are in test_conformance.py (family "internvl").
 """
 
-import inspect
-
-import numpy as np
 import pytest
 import torch
-from conftest import greedy
+from conftest import encode_conversations as encode
+from conftest import greedy, replay_logits
+from conftest import media_message as conversation
+from conftest import random_image as image
 
 import framefusion
-from framefusion import FrameFusionConfig, Replay
+from framefusion import FrameFusionConfig
 from framefusion.adapters.internvl import InternVLAdapter
 from framefusion.models import tiny_internvl
 
 TOKENS = tiny_internvl.TOKENS_PER_TILE
 _MODELS: dict = {}
-
-needs_processor_in_apply = pytest.mark.skipif(
-    "processor" not in inspect.signature(framefusion.apply).parameters,
-    reason="framefusion.apply does not pass a processor to the adapter yet",
-)
 
 
 def tiny(text_model="qwen2", attn="sdpa"):
@@ -31,27 +24,6 @@ def tiny(text_model="qwen2", attn="sdpa"):
     if key not in _MODELS:
         _MODELS[key] = tiny_internvl.build(text_model=text_model, attn_implementation=attn)
     return _MODELS[key]
-
-
-def image(width=112, height=112, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def conversation(*items):
-    """items: text strings and ("video", frames) / ("image", pixels) pairs, in order."""
-    content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": i[0], i[0]: i[1]} for i in items]
-    return [{"role": "user", "content": content}]
-
-
-def encode(processor, conversations):
-    return processor.apply_chat_template(
-        conversations,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"padding": True},
-    )
 
 
 def derive(processor, inputs, conversations, b):
@@ -191,7 +163,6 @@ def test_tiny_processor_ragged_batch_equals_single_calls(videos):
     assert torch.equal(batch["pixel_values"], torch.cat(pixels))
 
 
-@needs_processor_in_apply
 def test_generate_sees_frames_and_keeps_images(videos):
     """generate() hands the model pre-encoded features and pixel_values=None: the layout comes from the ids."""
     model, processor = tiny()
@@ -210,7 +181,6 @@ def test_generate_sees_frames_and_keeps_images(videos):
     assert image_tokens <= kept and len(kept & frames) == report.vision_tokens_per_layer[0][-1]
 
 
-@needs_processor_in_apply
 @pytest.mark.parametrize("text_model", ["qwen2", "qwen3"])
 def test_exact_decoding_with_image_and_video(videos, text_model):
     """InternVL3 (Qwen2 LLM) and InternVL3.5 (Qwen3 LLM, q/k norms in the probe)."""
@@ -221,11 +191,5 @@ def test_exact_decoding_with_image_and_video(videos, text_model):
         tokens, step_logits = greedy(model, inputs, n=3)
         report = h.last_report()
     assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0] == 8 * TOKENS
-    with framefusion.apply(model, Replay(report.decisions), processor=processor):
-        for i in range(tokens.shape[1]):
-            extended = dict(inputs)
-            extended["input_ids"] = torch.cat([inputs["input_ids"], tokens[:, :i]], dim=1)
-            extended["attention_mask"] = torch.ones_like(extended["input_ids"])
-            with torch.no_grad():
-                logits = model(**extended, use_cache=False).logits[:, -1]
-            torch.testing.assert_close(logits, step_logits[:, i], atol=2e-5, rtol=1e-5)
+    replayed = replay_logits(model, inputs, tokens, report.decisions, processor)  # exact decoding
+    torch.testing.assert_close(replayed, step_logits, atol=2e-5, rtol=1e-5)

@@ -10,11 +10,14 @@ test that runs such a prompt through the model builds its pixels from the image 
 import numpy as np
 import pytest
 import torch
-from conftest import greedy
+from conftest import encode_conversations as encode
+from conftest import greedy, replay_logits
+from conftest import media_message as conversation
+from conftest import random_image as image
 from transformers.video_utils import VideoMetadata
 
 import framefusion
-from framefusion import FrameFusionConfig, Replay
+from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
 from framefusion.adapters.smolvlm import SmolVLMAdapter
 from framefusion.models import tiny_smolvlm
@@ -28,27 +31,6 @@ def tiny(attn="sdpa"):
     if attn not in _MODELS:
         _MODELS[attn] = tiny_smolvlm.build(attn_implementation=attn)
     return _MODELS[attn]
-
-
-def image(width=112, height=112, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def conversation(*items):
-    """items: text strings and ("video", frames) / ("image", pixels) pairs, in order."""
-    content = [{"type": "text", "text": i} if isinstance(i, str) else {"type": i[0], i[0]: i[1]} for i in items]
-    return [{"role": "user", "content": content}]
-
-
-def encode(processor, conversations, **kwargs):
-    return processor.apply_chat_template(
-        conversations,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"padding": True, **kwargs},
-    )
 
 
 def runs(ids, token):
@@ -224,14 +206,8 @@ def test_generate_with_image_and_video_reduces_frames_only(videos):
     assert report.vision_tokens_per_layer[0][-1] < 8 * TOKENS and report.achieved_cost[0] <= 0.2
     kept = set(report.kept_positions[0])
     assert image_tokens <= kept and len(kept & frames) == report.vision_tokens_per_layer[0][-1]
-    with framefusion.apply(model, Replay(report.decisions), processor=processor):  # exact decoding
-        for i in range(tokens.shape[1]):
-            extended = dict(inputs)
-            extended["input_ids"] = torch.cat([inputs["input_ids"], tokens[:, :i]], dim=1)
-            extended["attention_mask"] = torch.ones_like(extended["input_ids"])
-            with torch.no_grad():
-                logits = model(**extended, use_cache=False).logits[:, -1]
-            torch.testing.assert_close(logits, step_logits[:, i], atol=2e-5, rtol=1e-5)
+    replayed = replay_logits(model, inputs, tokens, report.decisions, processor)  # exact decoding
+    torch.testing.assert_close(replayed, step_logits, atol=2e-5, rtol=1e-5)
 
 
 def test_frames_follow_pixel_order(videos):

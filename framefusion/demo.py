@@ -101,7 +101,7 @@ def run_demo(
     ``random_weights``: 16 frames at 448, ``num_layers``/``hidden_size``, a free-form question."""
     from tqdm.auto import tqdm
 
-    from .evaluate import ASSET_MODEL, load_model
+    from .evaluate import ASSET_MODEL, load_model, training_info
     from .models import build_tiny_model, build_tiny_processor, demo_video_path, read_video
 
     config = config or FrameFusionConfig()
@@ -113,7 +113,7 @@ def run_demo(
                 f"no trained model in {ASSET_MODEL}; run scripts/train_synthetic.py or use --random"
             )
         model, processor = load_model(ASSET_MODEL)
-        info = json.loads((ASSET_MODEL / "training.json").read_text())
+        info = training_info(ASSET_MODEL)
         frames, size = frames or info["frames"], size or info["size"]
         if question is None:
             if video_path is not None:

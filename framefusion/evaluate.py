@@ -67,7 +67,9 @@ def load_model(path: str | Path | None = None) -> tuple[Any, Any]:
     return model, processor
 
 
-def _training_info(path: str | Path | None) -> dict:
+def training_info(path: str | Path | None = None) -> dict:
+    """The ``training.json`` written beside a model by scripts/train_synthetic.py (default: the shipped
+    model's); ``{}`` when there is none."""
     info = Path(path or ASSET_MODEL) / "training.json"
     return json.loads(info.read_text()) if info.is_file() else {}
 
@@ -79,7 +81,7 @@ def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | 
 
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
-    info = _training_info(model_path)
+    info = training_info(model_path)
     frames = frames or info.get("frames", 8)
     size = size or info.get("size", 112)
     return [

@@ -25,9 +25,6 @@ SHIPPED_QA = SHIPPED_MODEL.parent / "demo_qa.json"  # the shipped video's questi
 SHIPPED_QUESTION = (
     json.loads(SHIPPED_QA.read_text())["question"] if SHIPPED_QA.is_file() else "what colour is the still shape?"
 )
-SHIPPED_INFO = SHIPPED_MODEL / "training.json"
-# the clip length the shipped model was trained and evaluated on
-SHIPPED_FRAMES = int(json.loads(SHIPPED_INFO.read_text()).get("frames", 16)) if SHIPPED_INFO.is_file() else 16
 DEFAULT_FRAMES = 16
 RANDOM_NOTE = (
     "framefusion/assets/model/ is not there yet, so this is a tiny Qwen2-VL with RANDOM weights "
@@ -383,7 +380,10 @@ def run(args) -> int:
     progress = not args.json
     frames, exact = args.frames, args.frames is not None
     if frames is None and args.model is None and (SHIPPED_MODEL / "config.json").is_file():
-        frames = SHIPPED_FRAMES  # the shipped model's clip length; a shorter video gives all its frames
+        from ..evaluate import training_info
+
+        # the clip length the shipped model was trained and evaluated on; a shorter video gives all its frames
+        frames = int(training_info(SHIPPED_MODEL).get("frames", DEFAULT_FRAMES))
     name, video = read_input_video(args.video, frames, progress, exact=exact)
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, device=args.device, progress=progress)
     result = answer(

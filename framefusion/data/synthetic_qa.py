@@ -36,24 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import pre_tokenizers
 from transformers import (
     Qwen2Tokenizer,
     Qwen2VLForConditionalGeneration,
-    Qwen2VLImageProcessor,
     Qwen2VLProcessor,
-    Qwen2VLVideoProcessor,
 )
 
-from ..models.tiny import (
-    _WORDS,
-    MAX_PIXELS,
-    MIN_PIXELS,
-    SPECIAL_TOKENS,
-    TINY_CHAT_TEMPLATE,
-    build_tiny_model,
-    spelled_merges,
-)
+from ..models.tiny import _WORDS, MAX_PIXELS, build_tiny_model, build_tiny_processor, build_tiny_tokenizer
 
 __all__ = [
     "ANSWERS",
@@ -121,24 +110,9 @@ class QASample:
 
 def build_qa_tokenizer() -> Qwen2Tokenizer:
     """The tiny byte-level BPE tokenizer plus merges for the QA words (every answer is one token)."""
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     # answer words first, longest first, so that no other merge outranks a step of their chains
     answers = sorted({a for group in ANSWERS.values() for a in group}, key=lambda w: (-len(w), w))
-    words = list(dict.fromkeys(_WORDS + _EXTRA_WORDS))
-    merges = spelled_merges(vocab, answers + [f"\u0120{w}" for w in words] + words)
-    for tok in SPECIAL_TOKENS:
-        vocab[tok] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
-        padding_side="left",
-        model_max_length=32768,
-    )
-    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    tokenizer = build_tiny_tokenizer(dict.fromkeys(_WORDS + _EXTRA_WORDS), unspaced_first=answers)
     for word in answers:
         if len(tokenizer(word)["input_ids"]) != 1:
             raise RuntimeError(f"answer word {word!r} is not a single token")
@@ -147,15 +121,7 @@ def build_qa_tokenizer() -> Qwen2Tokenizer:
 
 def build_qa_processor(max_pixels: int = MAX_PIXELS) -> Qwen2VLProcessor:
     """A real Qwen2-VL processor (patch 14, temporal patch 2, merge 2) around :func:`build_qa_tokenizer`."""
-    kw: dict[str, Any] = dict(
-        patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=MIN_PIXELS, max_pixels=max_pixels
-    )
-    return Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**kw),
-        tokenizer=build_qa_tokenizer(),
-        video_processor=Qwen2VLVideoProcessor(**kw, do_sample_frames=False, cap_pixels_per_frame=False),
-        chat_template=TINY_CHAT_TEMPLATE,
-    )
+    return build_tiny_processor("qwen2_vl", max_pixels, tokenizer=build_qa_tokenizer())
 
 
 def build_qa_model(

@@ -109,22 +109,24 @@ def spelled_merges(vocab: dict[str, int], spellings: Iterable[str]) -> list[tupl
 
 
 def byte_level_vocab(
-    words: Iterable[str], special_tokens: Iterable[str]
+    words: Iterable[str], special_tokens: Iterable[str], unspaced_first: Iterable[str] = ()
 ) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary and merges of a small byte-level BPE: the 256 byte symbols, whole-word merges for
     ``words`` (space-prefixed spellings first: "Ġ" is the byte-level space, so " word" stays one
-    token), then ``special_tokens`` with the last ids."""
+    token), then ``special_tokens`` with the last ids. ``unspaced_first`` are merged before all of
+    them, without the space (words that must stay one token at the start of a line)."""
     words = tuple(words)
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges = spelled_merges(vocab, [f"\u0120{w}" for w in words] + list(words))
+    merges = spelled_merges(vocab, list(unspaced_first) + [f"\u0120{w}" for w in words] + list(words))
     for tok in special_tokens:
         vocab[tok] = len(vocab)
     return vocab, merges
 
 
-def build_tiny_tokenizer() -> Qwen2Tokenizer:
-    """A byte-level BPE ``Qwen2Tokenizer`` (499 tokens, last 7 special) with a Qwen chat template, in memory."""
-    vocab, merges = byte_level_vocab(_WORDS, SPECIAL_TOKENS)
+def build_tiny_tokenizer(words: Iterable[str] = _WORDS, unspaced_first: Iterable[str] = ()) -> Qwen2Tokenizer:
+    """A byte-level BPE ``Qwen2Tokenizer`` (by default 499 tokens, last 7 special) with a Qwen chat
+    template, in memory; ``words`` and ``unspaced_first`` as in :func:`byte_level_vocab`."""
+    vocab, merges = byte_level_vocab(words, SPECIAL_TOKENS, unspaced_first)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -140,9 +142,10 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
 
 
 def build_tiny_processor(
-    family: str = "qwen2_vl", max_pixels: int = MAX_PIXELS
+    family: str = "qwen2_vl", max_pixels: int = MAX_PIXELS, tokenizer: Qwen2Tokenizer | None = None
 ) -> Qwen2VLProcessor | Qwen2_5_VLProcessor:
-    """A real Qwen2-VL / Qwen2.5-VL processor built offline (left padding, no fps frame sampling).
+    """A real Qwen2-VL / Qwen2.5-VL processor built offline (left padding, no fps frame sampling), around
+    ``tokenizer`` (default: :func:`build_tiny_tokenizer`).
 
     Frames larger than ``max_pixels`` pixels are shrunk to fit.
     """
@@ -150,7 +153,7 @@ def build_tiny_processor(
     kw = dict(_VISION_KW, max_pixels=max_pixels)
     return FAMILIES[family][0](
         image_processor=Qwen2VLImageProcessor(**kw),
-        tokenizer=build_tiny_tokenizer(),
+        tokenizer=tokenizer or build_tiny_tokenizer(),
         video_processor=Qwen2VLVideoProcessor(**kw, do_sample_frames=False, cap_pixels_per_frame=False),
         chat_template=TINY_CHAT_TEMPLATE,
     )

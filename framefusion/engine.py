@@ -9,6 +9,13 @@ Hooks (all removable, no model code copied or replaced):
 
 Per-call state is thread-local, so concurrent calls on one model do not mix. Samples of a batch
 are reduced independently and re-packed with left padding that the masks hide.
+
+Host synchronisation: the integer inputs (ids, masks, grids) are read to the host once per prefill
+and the video layout is found there; after that the device is read only where a method decides a
+count from data (FrameFusion: one read per merging layer and sample). Every tensor size the
+engine needs follows from counts the host already knows (``algorithm.true_indices``), so layers
+that only pass tokens through and decode steps never wait for the device. The report is moved to
+the host when it is read (``last_report()``), not during the forward.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from torch import nn
 
 from .adapters import Adapter, VideoLayout, adapter_for
+from .algorithm import true_indices
 from .config import FrameFusionConfig
 from .methods import LayerInput, ReductionMethod
 from .report import Decision, ReductionReport
@@ -37,12 +45,13 @@ SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3"
 
 @dataclass
 class _Sample:
-    """One batch row during prefill."""
+    """One batch row during prefill (tensors on the model's device, sizes known to the host)."""
 
     layout: VideoLayout
     state: Any  # the method's state, None for a row without video
-    kept: torch.Tensor  # original positions of the row's valid tokens still present, ascending
-    vision: torch.Tensor  # (len(kept),) ordinal of each in layout, -1 for text
+    kept: torch.Tensor  # (m,) original positions of the row's valid tokens still present, ascending
+    ordinal: torch.Tensor  # (m,) index of each in layout, -1 for text
+    vision_slots: torch.Tensor  # (n,) where the n vision tokens still present sit among the m
     decisions: list[Decision] = field(default_factory=list)
 
 
@@ -52,19 +61,66 @@ class _Call:
 
     samples: list[_Sample]
     length: int  # original sequence length
+    padded: bool  # host: some slot of the current hidden states is padding (masks must hide it)
+    timer: "_ReductionTimer"
     index: torch.Tensor | None = None  # (b, Lc) original position per slot, -1 for padding; None: not repacked
-    valid: torch.Tensor | None = None  # (b, Lc) slot holds a real token
+    valid: torch.Tensor | None = None  # (b, Lc) slot holds a real token; None: no padding at all
     mask_cache: tuple | None = None  # (key, mask) of the current prefill mask
     position_cache: tuple | None = None  # (key, (cos, sin)) gathered for the current index
     attention: str = "sdpa"  # the model's attention implementation for this call
     first_layer: int = 0  # layers before it run unreduced (e.g. Qwen3-VL's deepstack layers)
     layer_valid: dict = field(default_factory=dict)  # layer -> (b, Lc) key validity of its prefill cache
+    layer_padded: dict = field(default_factory=dict)  # layer -> whether that validity has padding (host)
     layer_length: dict = field(default_factory=dict)  # layer -> prefill cache length
     cache_ref: Any = None
     prefill_done: bool = False
     decode_mask: torch.Tensor | None = None  # 2-D attention mask of the current decode step
-    seconds: float = 0.0
     layers_seen: int = 0
+
+
+class _ReductionTimer:
+    """Time inside the reduction. On CUDA: GPU time between events recorded around the reduction's
+    kernels, summed when the report is read (reading an event waits for it, so never during the
+    forward). Elsewhere: wall time."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.events: list = []
+
+    def start(self, device: torch.device):
+        if device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(device))
+            return event
+        return time.perf_counter()
+
+    def stop(self, mark, device: torch.device) -> None:
+        if device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(device))
+            self.events.append((mark, event))
+        else:
+            self.seconds += time.perf_counter() - mark
+
+    def total(self) -> float:
+        gpu_ms = 0.0
+        for begin, end in self.events:
+            end.synchronize()
+            gpu_ms += begin.elapsed_time(end)
+        return self.seconds + gpu_ms / 1000
+
+
+class _PendingReport:
+    """A report whose tensors are still on the device: moved to the host on first read."""
+
+    def __init__(self, build):
+        self._build = build
+        self._report: ReductionReport | None = None
+
+    def resolve(self) -> ReductionReport:
+        if self._report is None:
+            self._report, self._build = self._build(), None
+        return self._report
 
 
 class FrameFusionHandle:
@@ -102,7 +158,8 @@ class FrameFusionHandle:
 
     def last_report(self) -> ReductionReport | None:
         """Report of the last prefill in this thread (or, if none, in any thread)."""
-        return getattr(self._local, "report", None) or self._last_report
+        pending = getattr(self._local, "report", None) or self._last_report
+        return pending.resolve() if pending is not None else None
 
     def __enter__(self) -> "FrameFusionHandle":
         return self
@@ -152,34 +209,40 @@ class FrameFusionHandle:
         inputs = dict(getattr(self._local, "recorded", {}), input_ids=input_ids)
         inputs.update({k: v for k, v in kwargs.items() if v is not None})
         self._local.recorded = {}
-        layouts = self.adapter.video_layouts(inputs)
+        host = _host_copies(inputs)  # the one read of the call start: ids, masks, grids
+        layouts = self.adapter.video_layouts(host)
         batch, length = input_ids.shape
-        mask = kwargs.get("attention_mask")
-        valid = mask.bool() if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
+        mask = host.get("attention_mask")
+        valid = mask.bool() if isinstance(mask, torch.Tensor) and mask.ndim == 2 else torch.ones(batch, length, dtype=torch.bool)
         if layouts is None or all(len(layout) == 0 for layout in layouts):
-            rows = valid if valid is not None else torch.ones(batch, length, dtype=torch.bool)
-            self._store_report(self._empty_report(batch, [r.nonzero().flatten().tolist() for r in rows]))
+            self._store_report(self._empty_report(batch, [r.nonzero().flatten().tolist() for r in valid]))
             return None
-        samples = []
-        for b, layout in enumerate(layouts):
-            row_valid = valid[b] if valid is not None else torch.ones(length, dtype=torch.bool, device=input_ids.device)
-            kept = row_valid.nonzero(as_tuple=True)[0]
-            last = int(kept[-1]) if kept.numel() else -1
-            # Padding is never a vision token, nor the last token (its query drives generation).
-            ok = row_valid[layout.positions] & (layout.positions != last)
-            layout = VideoLayout(layout.positions[ok], layout.frame[ok], layout.patch[ok])
-            ordinal = torch.full((length,), -1, dtype=torch.long, device=input_ids.device)
-            ordinal[layout.positions] = torch.arange(len(layout), device=input_ids.device)
-            state = self.method.start(len(layout), self.num_layers, sample=b) if len(layout) else None
-            samples.append(_Sample(layout, state, kept, ordinal[kept]))
-        call = _Call(
+        device = input_ids.device
+        samples = [self._start_sample(b, layout, valid[b], device) for b, layout in enumerate(layouts)]
+        padded = not bool(valid.all())
+        return _Call(
             samples,
             length,
+            padded,
+            _ReductionTimer(),
+            valid=kwargs["attention_mask"].bool() if padded else None,
             attention=_attention_impl(self.adapter),
-            first_layer=self.adapter.first_reducible_layer(inputs),
+            first_layer=self.adapter.first_reducible_layer(host),
         )
-        call.valid = valid
-        return call
+
+    def _start_sample(self, b: int, layout: VideoLayout, row_valid: torch.Tensor, device) -> _Sample:
+        """Row ``b``'s bookkeeping, worked out on the host (layout, row_valid: host tensors) and
+        moved to the device once."""
+        kept = row_valid.nonzero(as_tuple=True)[0]  # (m,)
+        last = int(kept[-1]) if kept.numel() else -1
+        # Padding is never a vision token, nor the last token (its query drives generation).
+        layout = layout.select(row_valid[layout.positions] & (layout.positions != last))
+        ordinal = torch.full((row_valid.numel(),), -1, dtype=torch.long)
+        ordinal[layout.positions] = torch.arange(len(layout))
+        ordinal = ordinal[kept]
+        vision_slots = (ordinal >= 0).nonzero(as_tuple=True)[0]
+        state = self.method.start(len(layout), self.num_layers, sample=b) if len(layout) else None
+        return _Sample(layout.to(device), state, kept.to(device), ordinal.to(device), vision_slots.to(device))
 
     def _layer_hook(self, layer_idx: int):
         def hook(module, args, kwargs):
@@ -199,115 +262,127 @@ class FrameFusionHandle:
 
     # ---------------------------------------------------------------- prefill
     def _prefill_layer(self, call: _Call, layer_idx: int, layer, hidden, args, kwargs):
-        start = time.perf_counter()
+        device = hidden.device
+        mark = call.timer.start(device)
         call.layers_seen += 1
         full_cos, full_sin = kwargs["position_embeddings"]
         batch = hidden.shape[0]
         full_cos, full_sin = full_cos.expand(batch, -1, -1), full_sin.expand(batch, -1, -1)
-
-        def positions():
-            if call.index is None:
-                return full_cos, full_sin
-            key = (full_cos.data_ptr(), id(call.index))
-            if call.position_cache is None or call.position_cache[0] != key:
-                call.position_cache = (key, (_gather(full_cos, call.index), _gather(full_sin, call.index)))
-            return call.position_cache[1]
-
         before = call.index
-        cos, sin = positions()
+        cos, sin = self._positions(call, full_cos, full_sin)
         hidden = self._reduce(call, layer_idx, layer, hidden, cos, sin)
         if call.index is not None:
             if call.index is not before:
-                cos, sin = positions()
+                cos, sin = self._positions(call, full_cos, full_sin)
             kwargs = dict(kwargs)
             kwargs["position_embeddings"] = (cos, sin)
             kwargs["attention_mask"] = self._prefill_mask(call, hidden.dtype)
             kwargs["position_ids"] = None
             call.layer_valid[layer_idx] = call.valid
+            call.layer_padded[layer_idx] = call.padded
             call.layer_length[layer_idx] = call.valid.shape[1]
             if args:
                 args = (hidden,) + tuple(args[1:])
             else:
                 kwargs["hidden_states"] = hidden
-        call.seconds += time.perf_counter() - start
+        call.timer.stop(mark, device)
         if layer_idx == self.num_layers - 1:
             self._finish_prefill(call)
         return (args, kwargs) if call.index is not None else None
 
+    @staticmethod
+    def _positions(call: _Call, full_cos: torch.Tensor, full_sin: torch.Tensor):
+        """cos/sin of the slots present: gathered once per re-packing and reused by later layers."""
+        if call.index is None:
+            return full_cos, full_sin
+        key = (full_cos.data_ptr(), id(call.index))
+        if call.position_cache is None or call.position_cache[0] != key:
+            call.position_cache = (key, (_gather(full_cos, call.index), _gather(full_sin, call.index)))
+        return call.position_cache[1]
+
     def _reduce(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
         """Run the method for every sample at this layer; repack the batch if anything changed."""
-        too_early = layer_idx < call.first_layer
-        live = {
-            b
-            for b, s in enumerate(call.samples)
-            if s.state is not None and self.method.active(s.state) and not too_early
-        }
-        for b, s in enumerate(call.samples):
-            if s.state is not None and b not in live:
-                self.method.idle(s.state, int((s.vision >= 0).sum()))
         scores_cache: list = []
 
         def importance_for(b: int):
             def compute():
                 if not scores_cache:
                     scores_cache.append(self._importance(call, layer, hidden, cos, sin))
-                slots = self._slots(call, b)[call.samples[b].vision >= 0]
-                return scores_cache[0][b, slots]
+                return scores_cache[0][b, self._vision_slots_in_hidden(call, b)]
 
             return compute
 
         reductions = {}
-        for b in sorted(live):
-            red = self.method.step(
-                call.samples[b].state, self._layer_input(call, b, layer_idx, hidden, importance_for(b))
-            )
-            if red is not None:
-                reductions[b] = red
+        for b in self._live_samples(call, layer_idx):
+            layer_input = self._layer_input(call, b, layer_idx, hidden, importance_for(b))
+            reduction = self.method.step(call.samples[b].state, layer_input)
+            if reduction is not None:
+                reductions[b] = reduction
         if not reductions:
             return hidden
-        rows = []
-        for b, sample in enumerate(call.samples):
-            row = hidden[b, self._slots(call, b)]
-            red = reductions.get(b)
-            if red is not None:
-                sample.decisions.append(
-                    Decision(layer_idx, red.kind, red.keep.cpu(), None if red.root is None else red.root.cpu())
-                )
-                is_vis = sample.vision >= 0
-                keep_all = torch.ones(len(sample.kept), dtype=torch.bool, device=row.device)
-                keep_all[is_vis] = red.keep.to(row.device)
-                if red.merged is not None:
-                    row = row.clone()
-                    vis_idx = is_vis.nonzero(as_tuple=True)[0][red.keep.to(row.device)]
-                    row[vis_idx] = red.merged.to(row.dtype)
-                row = row[keep_all]
-                sample.kept = sample.kept[keep_all]
-                sample.vision = sample.vision[keep_all]
-            rows.append(row)
+        rows = [
+            self._apply_reduction(sample, layer_idx, hidden[b, self._row_slots(call, b)], reductions.get(b))
+            for b, sample in enumerate(call.samples)
+        ]
         return self._repack(call, rows, hidden)
+
+    def _live_samples(self, call: _Call, layer_idx: int) -> list[int]:
+        """Rows the method steps at this layer; the others are charged as passing through."""
+        live = []
+        for b, sample in enumerate(call.samples):
+            if sample.state is None:
+                continue
+            if layer_idx >= call.first_layer and self.method.active(sample.state):
+                live.append(b)
+            else:
+                self.method.idle(sample.state, len(sample.vision_slots))
+        return live
+
+    def _apply_reduction(self, sample: _Sample, layer_idx: int, row: torch.Tensor, red) -> torch.Tensor:
+        """row: (m, d) the sample's present tokens; returns the tokens that stay, merges applied.
+        Sizes come from ``red.count`` (known to the host), so nothing is read from the device."""
+        if red is None:
+            return row
+        count = red.count if red.count is not None else int(red.keep.sum())
+        keep = red.keep.to(row.device)  # (n,) over the vision tokens present
+        sample.decisions.append(Decision(layer_idx, red.kind, keep, red.root))  # to the host when read
+        m, n = len(sample.kept), len(sample.vision_slots)
+        keep_row = torch.ones(m, dtype=torch.bool, device=row.device)
+        keep_row[sample.vision_slots] = keep
+        if red.merged is not None:
+            row = row.clone()
+            row[sample.vision_slots[true_indices(keep, count)]] = red.merged.to(row.dtype)
+        stay = true_indices(keep_row, m - n + count)  # (m - n + count,)
+        sample.kept = sample.kept[stay]
+        sample.ordinal = sample.ordinal[stay]
+        sample.vision_slots = true_indices(sample.ordinal >= 0, count)
+        return row[stay]
 
     def _layer_input(self, call: _Call, b: int, layer_idx: int, hidden, importance) -> LayerInput:
         sample = call.samples[b]
-        is_vis = sample.vision >= 0
-        ordinal = sample.vision[is_vis]
-        slots = self._slots(call, b)[is_vis]
+        ordinal = sample.ordinal[sample.vision_slots]  # (n,) index of each vision token in the layout
         return LayerInput(
             layer=layer_idx,
-            hidden=hidden[b, slots],
+            hidden=hidden[b, self._vision_slots_in_hidden(call, b)],
             frame=sample.layout.frame[ordinal],
             patch=sample.layout.patch[ordinal],
             importance=importance,
         )
 
-    def _slots(self, call: _Call, b: int) -> torch.Tensor:
-        """Slots of row b's present tokens in the current hidden tensor."""
+    def _row_slots(self, call: _Call, b: int) -> torch.Tensor:
+        """(m,) slots of row b's present tokens in the current hidden tensor."""
         sample = call.samples[b]
         if call.index is None:
             return sample.kept
         width = call.index.shape[1]
         return torch.arange(width - len(sample.kept), width, device=sample.kept.device)
 
+    def _vision_slots_in_hidden(self, call: _Call, b: int) -> torch.Tensor:
+        """(n,) slots of row b's vision tokens in the current hidden tensor."""
+        return self._row_slots(call, b)[call.samples[b].vision_slots]
+
     def _repack(self, call: _Call, rows: list[torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+        """Left-pad the rows (m_b, d) into one (b, max m_b, d) tensor; index/valid say what sits where."""
         width = max(r.shape[0] for r in rows)
         batch = len(rows)
         device = hidden.device
@@ -320,13 +395,14 @@ class FrameFusionHandle:
                 index[b, width - n :] = sample.kept.to(device)
         call.index = index
         call.valid = index >= 0
+        call.padded = any(r.shape[0] < width for r in rows)  # padding tokens were dropped with the rows
         call.mask_cache = None
         return packed
 
     def _importance(self, call: _Call, layer, hidden, cos, sin) -> torch.Tensor:
         """(b, Lc) attention of each row's last token to every slot, averaged over heads (float32)."""
         device = _execution_device(layer, hidden.device)
-        if call.valid is None:
+        if not call.padded:
             last = torch.full((hidden.shape[0],), hidden.shape[1] - 1, dtype=torch.long)
         else:  # the last real token of each row
             width = call.valid.shape[1]
@@ -337,7 +413,7 @@ class FrameFusionHandle:
         groups = q.shape[1] // k.shape[1]
         k = k.repeat_interleave(groups, dim=1)  # (b, h, L, d)
         logits = torch.einsum("bhd,bhld->bhl", q.float(), k.float()) * scaling
-        if call.valid is not None:
+        if call.padded:
             logits = logits.masked_fill(~call.valid.to(device)[:, None, :], float("-inf"))
         return logits.softmax(dim=-1).mean(dim=1).to(hidden.device)
 
@@ -347,10 +423,10 @@ class FrameFusionHandle:
         if call.mask_cache is not None and call.mask_cache[0] == key:
             return call.mask_cache[1]
         valid = call.valid
-        if impl.startswith("flash"):
-            mask = None if bool(valid.all()) else valid.long()
-        elif impl == "sdpa" and bool(valid.all()):
-            mask = None  # plain causal: sdpa's is_causal path
+        if not call.padded and (impl.startswith("flash") or impl == "sdpa"):
+            mask = None  # plain causal: flash's and sdpa's is_causal path
+        elif impl.startswith("flash"):
+            mask = valid.long()
         else:
             width = valid.shape[1]
             causal = torch.ones(width, width, dtype=torch.bool, device=valid.device).tril()
@@ -363,34 +439,36 @@ class FrameFusionHandle:
     def _finish_prefill(self, call: _Call) -> None:
         call.prefill_done = True
         call.mask_cache = call.position_cache = None  # prefill only: do not hold an (Lc x Lc) mask while decoding
-        vision_tokens, per_layer, achieved, kept, decisions = [], [], [], [], []
+        vision_tokens, per_layer, achieved = [], [], []
         for sample in call.samples:
-            n = len(sample.layout)
-            vision_tokens.append(n)
+            vision_tokens.append(len(sample.layout))
             if sample.state is None:
                 per_layer.append([0] * self.num_layers)
                 achieved.append(1.0)
             else:
                 per_layer.append(self.method.counts(sample.state))
                 achieved.append(self.method.achieved_cost(sample.state))
-            kept.append(sample.kept.tolist())
-            decisions.append(sample.decisions)
-        self._store_report(
-            ReductionReport(
+        kept = [sample.kept for sample in call.samples]
+        decisions = [sample.decisions for sample in call.samples]
+        timer = call.timer
+
+        def build() -> ReductionReport:
+            return ReductionReport(
                 method=self.method.name,
                 num_layers=self.num_layers,
                 requested_cost=self.requested_cost,
                 vision_tokens=vision_tokens,
                 vision_tokens_per_layer=per_layer,
                 achieved_cost=achieved,
-                reduction_seconds=call.seconds,
-                kept_positions=kept,
-                decisions=decisions,
+                reduction_seconds=timer.total(),
+                kept_positions=[k.cpu().tolist() for k in kept],
+                decisions=[[d.cpu() for d in ds] for ds in decisions],
             )
-        )
 
-    def _empty_report(self, batch: int, kept: list[list[int]]) -> ReductionReport:
-        return ReductionReport(
+        self._store_report(_PendingReport(build))
+
+    def _empty_report(self, batch: int, kept: list[list[int]]) -> _PendingReport:
+        report = ReductionReport(
             method=self.method.name,
             num_layers=self.num_layers,
             requested_cost=self.requested_cost,
@@ -401,8 +479,9 @@ class FrameFusionHandle:
             kept_positions=kept,
             decisions=[[] for _ in range(batch)],
         )
+        return _PendingReport(lambda: report)
 
-    def _store_report(self, report: ReductionReport) -> None:
+    def _store_report(self, report: _PendingReport) -> None:
         self._local.report = report
         with self._lock:
             self._last_report = report
@@ -426,9 +505,12 @@ class FrameFusionHandle:
             new_valid = torch.ones(valid.shape[0], width, dtype=torch.bool, device=valid.device)
         keys = torch.cat([valid, new_valid], dim=1)  # (b, K)
         impl = call.attention
+        # The decode columns of the mask are ones (as generate extends it), so the keys are all
+        # valid exactly when this layer's prefill slots had no padding: known without a device read.
+        all_valid = not call.layer_padded[layer_idx]
         if impl.startswith("flash"):
-            mask = None if bool(keys.all()) else keys.long()
-        elif impl == "sdpa" and q == 1 and bool(keys.all()):
+            mask = None if all_valid else keys.long()
+        elif impl == "sdpa" and q == 1 and all_valid:
             mask = None
         else:
             total = keys.shape[1]
@@ -444,6 +526,22 @@ class FrameFusionHandle:
 
 
 # --------------------------------------------------------------------- helpers
+def _host_copies(inputs: dict) -> dict:
+    """``inputs`` with its integer tensors (ids, masks, grids: small) copied to the host in ONE read;
+    floating-point tensors (pixels, embeddings) and everything else stay as they are."""
+    names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor) and not torch.is_floating_point(v)]
+    if not names:
+        return dict(inputs)
+    device = inputs[names[0]].device
+    flat = torch.cat([inputs[k].reshape(-1).to(device=device, dtype=torch.long) for k in names]).cpu()
+    host, offset = dict(inputs), 0
+    for k in names:
+        t = inputs[k]
+        host[k] = flat[offset : offset + t.numel()].view(t.shape).to(t.dtype)
+        offset += t.numel()
+    return host
+
+
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x: (b, L, d) gathered at index (b, Lc) (padding -1 reads slot 0)."""
     idx = index.clamp_min(0).to(x.device)

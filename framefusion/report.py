@@ -21,6 +21,9 @@ class Decision:
     keep: torch.Tensor
     root: torch.Tensor | None = None
 
+    def cpu(self) -> "Decision":
+        return Decision(self.layer, self.kind, self.keep.cpu(), None if self.root is None else self.root.cpu())
+
 
 @dataclass
 class ReductionReport:
@@ -30,7 +33,9 @@ class ReductionReport:
     vision_tokens: list[int]  # per sample, before reduction
     vision_tokens_per_layer: list[list[int]]  # per sample, per layer
     achieved_cost: list[float]  # per sample; 1.0 where a sample has no video
-    reduction_seconds: float  # wall time spent in the reduction hooks during prefill
+    # time spent reducing during prefill: on CUDA the GPU time of the reduction's own kernels
+    # (CUDA events around them, read when the report is read), elsewhere wall time
+    reduction_seconds: float
     kept_positions: list[list[int]] = field(default_factory=list)  # per sample: sequence positions still there
     decisions: list[list[Decision]] = field(default_factory=list)  # per sample, for replay and pictures
 

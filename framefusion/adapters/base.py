@@ -42,6 +42,13 @@ class VideoLayout:
     def __len__(self) -> int:
         return int(self.positions.numel())
 
+    def to(self, device: torch.device | str) -> "VideoLayout":
+        return VideoLayout(self.positions.to(device), self.frame.to(device), self.patch.to(device))
+
+    def select(self, rows: torch.Tensor) -> "VideoLayout":
+        """The layout of the tokens ``rows`` (a bool mask or indices) only."""
+        return VideoLayout(self.positions[rows], self.frame[rows], self.patch[rows])
+
 
 def special_token_id(tokenizer: Any, name: str, token: str) -> int | None:
     """Id of a named special token (``tokenizer.<name>_id``), else of its usual spelling, else None."""

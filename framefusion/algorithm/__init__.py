@@ -2,7 +2,7 @@
 
 from .budget import TokenBudget
 from .selection import frame_runs, merge_to_count, random_keep, uniform_frame_keep, uniform_token_keep
-from .tokens import adjacent_similarity, merge_means, merge_roots, previous_same_patch, top_k_indices
+from .tokens import adjacent_similarity, merge_means, merge_roots, previous_same_patch, top_k_indices, true_indices
 
 __all__ = [
     "TokenBudget",
@@ -14,6 +14,7 @@ __all__ = [
     "previous_same_patch",
     "random_keep",
     "top_k_indices",
+    "true_indices",
     "uniform_frame_keep",
     "uniform_token_keep",
 ]

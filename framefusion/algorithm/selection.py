@@ -54,7 +54,7 @@ def merge_to_count(
     selected = torch.zeros(n, dtype=torch.bool, device=device)
     selected[chosen] = True
     root = merge_roots(selected, prev)
-    keep, merged = merge_means(hidden, root)
+    keep, merged = merge_means(hidden, root, count=k)
     return keep, merged, root
 
 
@@ -92,15 +92,14 @@ def uniform_frame_keep(frame: torch.Tensor, k: int) -> torch.Tensor:
     if k >= n:
         return ~keep
     runs = frame_runs(frame)
-    sizes = torch.bincount(runs)
-    num_frames = sizes.numel()
+    sizes = torch.bincount(runs.cpu()).tolist()  # frame sizes on the host: one read, then a host loop
+    num_frames = len(sizes)
     for f in range(num_frames, 0, -1):
-        j = torch.arange(f, device=frame.device)
-        picked = ((2 * j + 1) * num_frames) // (2 * f)
-        if int(sizes[picked].sum()) <= k:
-            chosen = torch.zeros(num_frames, dtype=torch.bool, device=frame.device)
+        picked = [((2 * j + 1) * num_frames) // (2 * f) for j in range(f)]
+        if sum(sizes[i] for i in picked) <= k:
+            chosen = torch.zeros(num_frames, dtype=torch.bool)
             chosen[picked] = True
-            return chosen[runs]
+            return chosen.to(frame.device)[runs]
     return keep
 
 

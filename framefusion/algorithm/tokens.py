@@ -18,6 +18,7 @@ __all__ = [
     "merge_roots",
     "merge_means",
     "top_k_indices",
+    "true_indices",
 ]
 
 _NORM_FLOOR = 1e-30
@@ -44,27 +45,39 @@ def adjacent_similarity(hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tenso
     """Cosine similarity of each token with its predecessor ``prev`` (float32, -inf where prev == -1).
 
     Computed in float32, scale-free: zero vectors give 0 (not NaN), and neither huge (bf16, fp16)
-    nor tiny values overflow or underflow.
+    nor tiny values overflow or underflow. No value is read back to the host.
     """
-    x = hidden.float()
-    norm = x.norm(dim=-1)
-    bad = ~torch.isfinite(norm) | (norm < 1e-18)
-    if bool(bad.any()):
-        # squares overflow or underflow in float32 (e.g. huge bf16 values): cosine is scale-free,
-        # so those rows are scaled by their largest entry first
-        x = x.clone()
-        rows = x[bad]
-        x[bad] = rows / rows.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        norm = x.norm(dim=-1)
-    inv_norm = norm.clamp_min(_NORM_FLOOR).reciprocal()  # zero rows: dot 0, similarity 0
+    x = _power_of_two_scaled(hidden.float())
+    inv_norm = x.norm(dim=-1).clamp_min(_NORM_FLOOR).reciprocal()  # zero rows: dot 0, similarity 0
     has_prev = prev >= 0
-    sim = torch.full((hidden.shape[0],), float("-inf"), dtype=torch.float32, device=hidden.device)
-    idx = has_prev.nonzero(as_tuple=True)[0]
-    if idx.numel():
-        p = prev[idx]
-        dots = (x[idx] * x[p]).sum(-1)
-        sim[idx] = (dots * inv_norm[idx] * inv_norm[p]).clamp(-1.0, 1.0)
-    return sim
+    p = prev.clamp_min(0)  # (n,) rows without a predecessor read row 0 and are masked below
+    sim = ((x * x[p]).sum(-1) * inv_norm * inv_norm[p]).clamp(-1.0, 1.0)
+    return torch.where(has_prev, sim, torch.full_like(sim, float("-inf")))
+
+
+def _power_of_two_scaled(x: torch.Tensor) -> torch.Tensor:
+    """(n, d) rows scaled by the power of two that brings their largest entry into [0.5, 1).
+
+    Multiplying by a power of two is exact, so the cosine of two rows is unchanged bit for bit
+    wherever float32 squares neither overflow nor underflow, and elsewhere it becomes computable.
+    Done on every row (no data-dependent branch, so nothing waits for the device).
+    """
+    _, exponent = torch.frexp(x.abs().amax(dim=-1, keepdim=True))  # (n, 1); 0 for zero rows
+    return torch.ldexp(x, (-exponent).clamp(-126, 126).to(x.dtype))
+
+
+def true_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """(count,) indices of the True entries of the 1-D bool ``mask``, ascending.
+
+    ``count`` (the number of True entries, known to the caller) fixes the output size, so unlike
+    ``mask.nonzero()`` nothing is read back from the device. Entries past ``count`` are ignored.
+    """
+    n = mask.numel()
+    rank = mask.long().cumsum(0) - 1  # (n,) rank of each True entry among the True ones
+    slot = torch.where(mask & (rank < count), rank, count)  # everything else lands in a spare slot
+    out = torch.zeros(count + 1, dtype=torch.long, device=mask.device)
+    out.scatter_(0, slot, torch.arange(n, device=mask.device))
+    return out[:count]
 
 
 def merge_roots(merge: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -72,31 +85,37 @@ def merge_roots(merge: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
 
     ``merge[i]`` says token i merges into ``prev[i]`` (which must be >= 0 then, and precede i).
     A run of merged tokens across several frames therefore chains back to the first unmerged
-    token of the run, its root. Pointer jumping: O(n log run) work, no Python loop over tokens.
+    token of the run, its root. Pointer jumping: each step doubles the links followed, so
+    ``ceil(log2(n))`` steps reach the root of any chain (at most n - 1 links). The step count
+    depends on n alone, so nothing is read back from the device.
     """
     n = merge.numel()
-    arange = torch.arange(n, device=merge.device)
-    root = torch.where(merge, prev, arange)
-    while True:
-        nxt = root[root]
-        if torch.equal(nxt, root):
-            return root
-        root = nxt
+    root = torch.where(merge, prev, torch.arange(n, device=merge.device))
+    for _ in range(max(0, n - 1).bit_length()):
+        root = root[root]
+    return root
 
 
-def merge_means(hidden: torch.Tensor, root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_means(
+    hidden: torch.Tensor, root: torch.Tensor, count: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace every group by the element-wise mean of its members.
 
     Returns ``(keep, merged)``: ``keep`` marks the roots (the tokens that stay, in order) and
     ``merged`` holds their new hidden states, shape ``(keep.sum(), d)``, in ``hidden``'s dtype.
-    Sums are accumulated in float32.
+    Sums are accumulated in float32. ``count`` is the number of groups when the caller knows it;
+    without it, it is read back from the device (one host synchronisation).
     """
     n = hidden.shape[0]
     keep = root == torch.arange(n, device=root.device)
+    if count is None:
+        count = int(keep.sum())
     sums = torch.zeros((n, hidden.shape[1]), dtype=torch.float32, device=hidden.device)
     sums.index_add_(0, root, hidden.float())
-    counts = torch.bincount(root, minlength=n).clamp_min(1)
-    merged = (sums[keep] / counts[keep].unsqueeze(-1).float()).to(hidden.dtype)
+    sizes = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+    sizes.index_add_(0, root, torch.ones(n, dtype=torch.float32, device=hidden.device))
+    roots = true_indices(keep, count)
+    merged = (sums[roots] / sizes[roots].unsqueeze(-1)).to(hidden.dtype)
     return keep, merged
 
 

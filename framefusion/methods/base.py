@@ -36,6 +36,9 @@ class Reduction:
     keep: torch.Tensor  # (n,) bool: tokens that stay, in order
     merged: torch.Tensor | None = None  # (keep.sum(), d) new values of the kept tokens, or None
     root: torch.Tensor | None = None  # (n,) for merges: index of the token each one joined
+    # keep.sum(), when the method knows it on the host (it decided it). Given, the engine re-packs
+    # the tokens without reading anything back from the device; None costs one host read.
+    count: int | None = None
 
 
 class ReductionMethod(ABC):

@@ -32,7 +32,7 @@ class RandomPrune(OneShotMethod):
         self.seed = seed
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
-        return Reduction("prune", random_keep(x.hidden.shape[0], k, self.seed, x.hidden.device))
+        return Reduction("prune", random_keep(x.hidden.shape[0], k, self.seed, x.hidden.device), count=k)
 
 
 class UniformPrune(OneShotMethod):
@@ -46,4 +46,4 @@ class UniformPrune(OneShotMethod):
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         if self.unit == "frame":
             return Reduction("prune", uniform_frame_keep(x.frame, k))
-        return Reduction("prune", uniform_token_keep(x.hidden.shape[0], k, x.hidden.device))
+        return Reduction("prune", uniform_token_keep(x.hidden.shape[0], k, x.hidden.device), count=k)

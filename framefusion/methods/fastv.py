@@ -74,4 +74,4 @@ class FastV(OneShotMethod):
         state.extra = None
         keep = torch.zeros(n, dtype=torch.bool, device=x.hidden.device)
         keep[top_k_indices(scores.to(x.hidden.device), k)] = True
-        return Reduction("prune", keep)
+        return Reduction("prune", keep, count=k)

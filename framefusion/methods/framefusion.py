@@ -113,7 +113,7 @@ class FrameFusion(ReductionMethod):
         prev = previous_same_patch(x.patch)
         sim = adjacent_similarity(x.hidden, prev)
         similar = (sim >= self.similarity_threshold) & (prev >= 0)
-        s = int(similar.sum())
+        s = int(similar.sum())  # the one host read of a merging layer: it decides the count
         share = s / n
 
         if n - s <= k_max:
@@ -127,14 +127,14 @@ class FrameFusion(ReductionMethod):
             chosen = top_k_indices(torch.where(similar, sim, torch.full_like(sim, float("-inf"))), m)
             selected = torch.zeros_like(similar)
             selected[chosen] = True
-            return self._merge(state, x, prev, selected)
+            return self._merge(state, x, prev, selected, k_max)
 
         if not budget.affords(n - s):
             # Even the merged count does not fit this layer (a very small budget): prune now.
             return self._prune(state, x, k_max)
 
         if s:
-            reduction = self._merge(state, x, prev, similar)
+            reduction = self._merge(state, x, prev, similar, n - s)
         else:
             reduction = None
             budget.charge(n)
@@ -143,12 +143,15 @@ class FrameFusion(ReductionMethod):
             state.stage = PRUNE if layers_left > 0 else DONE
         return reduction
 
-    def _merge(self, state: FrameFusionState, x: LayerInput, prev: torch.Tensor, selected: torch.Tensor) -> Reduction:
+    def _merge(
+        self, state: FrameFusionState, x: LayerInput, prev: torch.Tensor, selected: torch.Tensor, count: int
+    ) -> Reduction:
+        """Merge the ``selected`` tokens into their predecessors, leaving ``count`` tokens."""
         root = merge_roots(selected, prev)
-        keep, merged = merge_means(x.hidden, root)
-        state.budget.charge(int(keep.sum()))
+        keep, merged = merge_means(x.hidden, root, count)
+        state.budget.charge(count)
         state.merge_layers.append(x.layer)
-        return Reduction("merge", keep, merged, root)
+        return Reduction("merge", keep, merged, root, count)
 
     def _prune(self, state: FrameFusionState, x: LayerInput, k: int) -> Reduction | None:
         n = x.hidden.shape[0]
@@ -159,9 +162,9 @@ class FrameFusion(ReductionMethod):
         if not self.prune and k > 0:  # merge-only: reach the count by similarity instead
             keep, merged, root = merge_to_count(x.hidden, x.patch, k)
             state.merge_layers.append(x.layer)
-            return Reduction("merge", keep, merged, root)
+            return Reduction("merge", keep, merged, root, k)
         state.prune_layer = x.layer
         keep = torch.zeros(n, dtype=torch.bool, device=x.hidden.device)
         if k > 0:
             keep[top_k_indices(x.importance(), k)] = True
-        return Reduction("prune", keep)
+        return Reduction("prune", keep, count=k)

@@ -33,6 +33,6 @@ class InputMerge(OneShotMethod):
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         if k == 0:
-            return Reduction("prune", torch.zeros(x.hidden.shape[0], dtype=torch.bool, device=x.hidden.device))
+            return Reduction("prune", torch.zeros(x.hidden.shape[0], dtype=torch.bool, device=x.hidden.device), count=0)
         keep, merged, root = merge_to_count(x.hidden, x.patch, k)
-        return Reduction("merge", keep, merged, root)
+        return Reduction("merge", keep, merged, root, k)

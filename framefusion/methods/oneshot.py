@@ -75,6 +75,8 @@ class OneShotMethod(ReductionMethod):
             state.budget.charge(n)
             return None
         reduction = self.select(state, x, max(0, k))
-        state.budget.charge(int(reduction.keep.sum()))
+        if reduction.count is None:  # one host read, for methods that cannot say
+            reduction.count = int(reduction.keep.sum())
+        state.budget.charge(reduction.count)
         state.layer = x.layer
         return reduction

@@ -53,10 +53,11 @@ class Replay(ReductionMethod):
         if d is None:
             state.counts.append(x.hidden.shape[0])
             return None
+        count = int(d.keep.sum())  # the recorded decision sits on the host: no device read
         keep = d.keep.to(x.hidden.device)
-        state.counts.append(int(keep.sum()))
+        state.counts.append(count)
         if d.kind == "merge":
             root = d.root.to(x.hidden.device)
-            _, merged = merge_means(x.hidden, root)
-            return Reduction("merge", keep, merged, root)
-        return Reduction(d.kind, keep)
+            _, merged = merge_means(x.hidden, root, count)
+            return Reduction("merge", keep, merged, root, count)
+        return Reduction(d.kind, keep, count=count)

@@ -26,7 +26,15 @@ import torch
 from .engine import apply
 from .flops import flop_ratio
 
-__all__ = ["BenchRow", "build_random_model", "load_config", "run_bench", "shipped_configs", "write_outputs"]
+__all__ = [
+    "BenchRow",
+    "build_random_model",
+    "load_config",
+    "random_model",
+    "run_bench",
+    "shipped_configs",
+    "write_outputs",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "assets" / "configs"
 
@@ -58,21 +66,44 @@ def load_config(name: str, vision_depth: int | None = None, token_ids: dict | No
     return config
 
 
-def build_random_model(name: str, dtype: torch.dtype = torch.bfloat16, vision_depth: int | None = None, size: int = 448):
+def build_random_model(
+    name: str,
+    dtype: torch.dtype = torch.bfloat16,
+    vision_depth: int | None = None,
+    size: int = 448,
+    device: str | torch.device = "cpu",
+    attn_implementation: str = "sdpa",
+    seed: int = 0,
+):
     """A shipped real-size config with random weights, and a processor whose token ids match it.
 
     The tokenizer is framefusion's tiny offline one: its special-token ids are written into the
     config; the LLM keeps its real shape (vocabulary size included).
     """
-    from transformers import Qwen2VLForConditionalGeneration
-
     from .models import build_tiny_processor, tiny_token_ids
 
     processor = build_tiny_processor("qwen2_vl", max_pixels=size * size)
     config = load_config(name, vision_depth, tiny_token_ids(processor))
-    torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
-    return model.eval(), processor
+    return random_model(config, dtype, device, attn_implementation, seed), processor
+
+
+def random_model(
+    config, dtype: torch.dtype, device: str | torch.device = "cpu", attn_implementation: str = "sdpa", seed: int = 0
+):
+    """A Qwen2-VL of ``config`` with seeded random weights, created on ``device`` in ``dtype``.
+
+    Created where it will run: a 7B shape takes seconds this way on a GPU, while built on the CPU
+    and then moved it did not finish in 5 minutes. On the CPU the weights are those of a plain
+    seeded ``_from_config``; on a GPU they come from its own generator (deterministic, not equal).
+    """
+    from transformers import Qwen2VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen2VLForConditionalGeneration._from_config(
+            config, dtype=dtype, attn_implementation=attn_implementation
+        )
+    return model.eval()
 
 
 @dataclass

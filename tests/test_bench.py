@@ -5,7 +5,7 @@ import json
 import pytest
 
 from framefusion import FrameFusionConfig
-from framefusion.bench import build_random_model, load_config, run_bench, shipped_configs, write_outputs
+from framefusion.bench import build_random_model, load_config, random_model, run_bench, shipped_configs, write_outputs
 from framefusion.models.zoo import build
 
 
@@ -48,6 +48,47 @@ def test_random_model_from_shipped_config_runs(videos):
 
     model, processor = build_random_model("qwen2-vl-0.5b-llm", dtype=torch.float32, vision_depth=1, size=112)
     assert model.config.get_text_config().num_hidden_layers == 24
+    assert {(p.dtype, p.device.type) for p in model.parameters()} == {(torch.float32, "cpu")}
     assert model.config.video_token_id == processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     rows = run_bench(model, processor, {2: videos[2]}, [("untouched", None)], repeats=1, new_tokens=1, progress=False)
     assert rows[0].video_tokens == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Building random weights where they run
+# ---------------------------------------------------------------------------------------------
+
+
+def small_shipped_config():
+    """The 0.5B config cut to 2 layers, a 1000-word vocabulary and 1 vision block: built in a second."""
+    config = load_config("qwen2-vl-0.5b-llm", vision_depth=1)
+    config.text_config.num_hidden_layers = 2
+    config.text_config.vocab_size = 1000
+    return config
+
+
+def test_random_model_is_created_on_the_device_in_the_dtype():
+    import torch
+
+    model = random_model(small_shipped_config(), torch.bfloat16, "cpu")
+    assert {(p.dtype, p.device.type) for p in model.parameters()} == {(torch.bfloat16, "cpu")}
+    assert model.config._attn_implementation == "sdpa" and not model.training
+    # every parameter is created under the device given: on "meta" not one byte lands on the CPU
+    meta = random_model(small_shipped_config(), torch.bfloat16, "meta")
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
+
+
+def test_random_model_weights_are_those_of_a_seeded_cpu_build():
+    """On the CPU, building under the device gives the weights a plain seeded build gave before."""
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    reference = Qwen2VLForConditionalGeneration._from_config(
+        small_shipped_config(), dtype=torch.float32, attn_implementation="sdpa"
+    ).state_dict()
+    built = random_model(small_shipped_config(), torch.float32, "cpu", seed=0).state_dict()
+    assert built.keys() == reference.keys()
+    assert all(torch.equal(built[k], reference[k]) for k in reference)
+    other = random_model(small_shipped_config(), torch.float32, "cpu", seed=1).state_dict()
+    assert not torch.equal(other["lm_head.weight"], reference["lm_head.weight"])

@@ -67,16 +67,16 @@ def run(args) -> int:
             videos[f] = make_synthetic_video(num_frames=f, size=args.size, seed=f)
     dtype = getattr(torch, args.dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # created on the device in the dtype: a real size built on the CPU first takes minutes to move
     if args.model in bench.shipped_configs():
-        model, processor = bench.build_random_model(args.model, dtype, args.vision_depth, args.size)
+        model, processor = bench.build_random_model(args.model, dtype, args.vision_depth, args.size, device=device)
         weights = "random weights"
     else:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).eval()
+        model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype, device_map=device).eval()
         processor = AutoProcessor.from_pretrained(args.model)
         weights = "checkpoint"
-    model.to(device)
     rows = bench.run_bench(model, processor, videos, settings, repeats=args.repeats, new_tokens=args.new_tokens)
     meta = {
         "model": args.model,

@@ -70,7 +70,8 @@ def load_model(name: str, dtype: str = "auto", device: str = "cpu", size: int | 
             torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
-        model, processor = bench.build_random_model(name, torch_dtype, vision_depth, size or 448)
+        # on the device already: a real size built on the CPU first takes minutes to move
+        model, processor = bench.build_random_model(name, torch_dtype, vision_depth, size or 448, device=device)
         weights = "random weights"
     else:
         from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -2,32 +2,71 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import shlex
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+
 from .common import add_config_arguments, check_size, config_from
 
 HELP = "speed, memory and compute: untouched vs FrameFusion (and baselines) side by side, as ratios"
 
+BASELINES = ["fastv", "random", "uniform", "input-merge"]
+
 
 def add_arguments(p) -> None:
+    from ..bench import shipped_configs
+
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter  # every option shows its default
     p.add_argument(
-        "--model", default="qwen2-vl-0.5b-llm", help="shipped config name (random weights) or checkpoint path/name"
+        "--model",
+        default="qwen2-vl-0.5b-llm",
+        help=f"shipped config ({', '.join(shipped_configs())}: real shapes, random weights) or checkpoint path/name",
     )
     p.add_argument("--frames", type=int, nargs="+", default=[16], help="frame counts to run")
     p.add_argument("--size", type=int, default=448, help="frame side in pixels (multiple of 28)")
     add_config_arguments(p, costs=True)
     p.add_argument(
-        "--baselines",
-        nargs="*",
-        default=[],
-        choices=["fastv", "random", "uniform", "input-merge"],
-        help="also run these methods at the same costs",
+        "--baselines", nargs="*", default=[], choices=BASELINES, help="also run these methods at the same costs"
     )
-    p.add_argument("--video", help="video file (default: synthetic moving shapes)")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--vision-depth", type=int, default=None, help="override the vision blocks of a shipped config")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--video", help="video file; without one, synthetic moving shapes")
+    p.add_argument(
+        "--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="weights and compute"
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda; without one, cuda if available")
+    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
+    p.add_argument(
+        "--vision-depth", type=int, default=None, help="vision blocks of a shipped config; without it, the config's"
+    )
+    p.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
+    p.add_argument("--new-tokens", type=int, default=16, help="tokens decoded after the prefill")
     p.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md and plots")
+    p.add_argument("--json", action="store_true", help="print the result JSON to stdout (progress goes to stderr)")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``'s signal) during a bench, handled like Ctrl-C: what was measured is written."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Turn SIGTERM into ``Terminated`` while measuring (Python only handles signals in its main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _settings(args):
@@ -47,15 +86,11 @@ def _settings(args):
     return settings
 
 
-def run(args) -> int:
-    import torch
-
-    from .. import bench
+def _videos(args) -> dict:
+    """Frames for each frame count; read before any model is built, so a bad video fails at once."""
     from ..models import make_synthetic_video, read_video
 
-    check_size(args.size)
-    settings = _settings(args)
-    videos = {}  # read first: a bad video fails before a model is built
+    videos = {}
     for f in args.frames:
         if f < 1:
             raise ValueError(f"--frames must be >= 1, got {f}")
@@ -65,32 +100,99 @@ def run(args) -> int:
             videos[f] = _resize(read_video(args.video, num_frames=f), args.size)
         else:
             videos[f] = make_synthetic_video(num_frames=f, size=args.size, seed=f)
-    dtype = getattr(torch, args.dtype)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.model in bench.shipped_configs():
-        model, processor = bench.build_random_model(args.model, dtype, args.vision_depth, args.size)
-        weights = "random weights"
-    else:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    return videos
 
-        model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=dtype).eval()
-        processor = AutoProcessor.from_pretrained(args.model)
-        weights = "checkpoint"
-    model.to(device)
-    rows = bench.run_bench(model, processor, videos, settings, repeats=args.repeats, new_tokens=args.new_tokens)
-    meta = {
+
+def _load(args, dtype, device: str):
+    """(model, processor, weights): a shipped config is built on ``device`` in ``dtype`` (a real
+    size built on the CPU first takes minutes to move), a checkpoint loaded straight onto it."""
+    from .. import bench
+
+    if args.model in bench.shipped_configs():
+        model, processor = bench.build_random_model(
+            args.model, dtype, args.vision_depth, args.size, device=device, attn_implementation=args.attn
+        )
+        return model, processor, "random weights"
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        args.model, dtype=dtype, device_map=device, attn_implementation=args.attn
+    ).eval()
+    return model, AutoProcessor.from_pretrained(args.model), "checkpoint"
+
+
+def _meta(args, model, weights: str) -> dict:
+    from .. import bench
+
+    return {
         "model": args.model,
         "weights": weights,
-        "dtype": args.dtype,
-        "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "size": args.size,
+        **bench.environment(model),
+        "frames": args.frames,
+        "size": f"{args.size}x{args.size}",
         "vision_depth": args.vision_depth,
-        "command": "framefusion " + " ".join(getattr(args, "argv", [])),
+        "repeats": args.repeats,
+        "new_tokens": args.new_tokens,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["framefusion", *getattr(args, "argv", [])]),
+        "complete": False,
     }
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return str(torch.device(name))
+    except RuntimeError as err:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from err
+
+
+def _measure(bench_run, meta: dict, out: str, say) -> list:
+    """Run the bench. If it stops early (Ctrl-C, SIGTERM, an error), write the rows measured so
+    far, marked incomplete, and let the exception go on: the exit status still says it stopped."""
+    from .. import bench
+
+    try:
+        with _sigterm_interrupts():
+            return bench_run.run(progress=False)  # the per-generate lines are the progress
+    except BaseException as err:
+        meta["stopped_by"] = type(err).__name__ + (f": {err}" if str(err) else "")
+        rows = bench_run.rows()
+        paths = bench.write_outputs(rows, out, meta)
+        say(f"stopped by {meta['stopped_by']}; wrote the {len(rows)} rows measured so far, marked incomplete:")
+        say("  " + ", ".join(str(p) for p in paths.values()))
+        raise
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import bench
+
+    check_size(args.size)
+    settings = _settings(args)
+    videos = _videos(args)
+    device = _device(args.device)
+    # with --json, stdout carries only the JSON; the running log goes to stderr
+    log_stream = sys.stderr if args.json else sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=log_stream, flush=True)
+
+    model, processor, weights = _load(args, getattr(torch, args.dtype), device)
+    meta = _meta(args, model, weights)
+    say(f"model {args.model} ({weights}, {meta['dtype']}, {meta['device']}, {meta['attn_implementation']})")
+    bench_run = bench.BenchRun(
+        model, processor, videos, settings, args.repeats, args.new_tokens, on_measure=lambda m: say(m.line())
+    )
+    rows = _measure(bench_run, meta, args.out, say)
+    meta["complete"] = True
     paths = bench.write_outputs(rows, args.out, meta)
-    print(f"model {args.model} ({weights}, {args.dtype}, {device})")
-    print(bench.format_table(rows))
-    print("written: " + ", ".join(str(p) for p in paths.values()))
+    say(bench.format_table(rows))
+    say("written: " + ", ".join(str(p) for p in paths.values()))
+    if args.json:
+        print(json.dumps(bench.bench_payload(rows, meta), indent=2))
     return 0

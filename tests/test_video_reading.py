@@ -305,3 +305,13 @@ def test_video_clip_summary_is_json_ready(clip16):
     summary = read_clip(clip16, 2).summary()
     assert summary == {"duration": 2.0, "total_frames": 16, "sampled_times": [0.0, 1.875], "sampled_indices": [0, 15]}
     assert isinstance(read_clip(clip16, 2), VideoClip) and json.dumps(summary)
+
+
+def test_eval_on_a_folder_reads_at_most_the_trained_frame_count(tmp_path):
+    from framefusion.evaluate import load_qa
+
+    write_video(make_synthetic_video(num_frames=16, size=56, seed=4), tmp_path / "a.mp4")
+    (tmp_path / "qa.json").write_text(json.dumps([{"video": "a.mp4", "question": "q", "answer": "red"}]))
+    assert load_qa(tmp_path, max_frames=4)[0].video.shape == (4, 56, 56, 3)
+    assert load_qa(tmp_path, max_frames=40)[0].video.shape == (16, 56, 56, 3)  # a shorter one: all its frames
+    assert load_qa(tmp_path, frames=5, max_frames=4)[0].video.shape == (5, 56, 56, 3)  # --frames wins

@@ -530,3 +530,19 @@ def test_soak_mixed_requests_against_framefusion_web(tmp_path, tiny_checkpoint):
     print(f"soak: {len(results)} requests in {seconds:.1f} s, {retried} busy answers retried, "
           f"{len(expected)} distinct good questions; server RSS {rss}")
     assert growth < 40, memory
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--fps", "0"], "--fps must be a number > 0, got 0.0"),
+        (["--max-in-flight", "0"], "--max-in-flight >= 1"),
+        (["--max-upload-mb", "-1"], "--max-upload-mb and --read-timeout must be > 0"),
+        (["--read-timeout", "0"], "--max-upload-mb and --read-timeout must be > 0"),
+    ],
+)
+def test_web_command_refuses_bad_limits_before_loading_anything(argv, words, capsys):
+    from framefusion.cli import main
+
+    assert main(["web", *argv]) == 2
+    assert words in capsys.readouterr().err

@@ -310,6 +310,7 @@ def _same_patch_earlier(frame: torch.Tensor, patch: torch.Tensor, d: int) -> tor
 
 def _prepare_inputs(processor, video, question: str, num_frames: int | None):
     from .models.zoo import video_inputs
+    from .video import as_uint8_video, even_indices
 
     if video is None:
         raise ValueError(
@@ -321,13 +322,11 @@ def _prepare_inputs(processor, video, question: str, num_frames: int | None):
         video = read_video(video, num_frames=num_frames)
     if isinstance(video, Mapping):
         return dict(video)
-    video = np.asarray(video)
+    video = as_uint8_video(video)  # uint8, or floats in [0, 1] converted, or a clear error
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"video must be (T, H, W, 3) frames, got shape {video.shape}")
     if num_frames is not None and num_frames != len(video):
-        video = video[np.linspace(0, len(video) - 1, num_frames).round().astype(int)]
-    if video.dtype != np.uint8:
-        raise ValueError(f"video frames must be uint8, got {video.dtype}")
+        video = video[even_indices(len(video), num_frames)]
     return dict(video_inputs(processor, [question], [video]))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +28,7 @@ import torch
 
 from .compare import _config_dict, _label, sweep
 from .engine import apply
+from .video import as_uint8_video
 
 __all__ = [
     "ASSET_MODEL",
@@ -90,9 +91,14 @@ def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | 
     ]
 
 
-def load_qa(path: str | Path, frames: int | None = None, limit: int | None = None) -> list[QAItem]:
-    """Questions from a JSON list of ``{"video", "question", "answer"}`` (a folder means its ``qa.json``)."""
-    from .models import read_video
+def load_qa(
+    path: str | Path, frames: int | None = None, limit: int | None = None, max_frames: int | None = None
+) -> list[QAItem]:
+    """Questions from a JSON list of ``{"video", "question", "answer"}`` (a folder means its ``qa.json``).
+
+    Each video gives ``frames`` frames evenly spread, or with ``max_frames`` at most that many (all of a
+    shorter one), or, with neither, every frame; decoding holds only the frames kept."""
+    from .video import read_clip
 
     path = Path(path)
     if path.is_dir():
@@ -109,7 +115,7 @@ def load_qa(path: str | Path, frames: int | None = None, limit: int | None = Non
     for i, r in enumerate(records[:limit]):
         if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in ("video", "question", "answer")):
             raise ValueError(f"{path} entry {i} must have string fields video, question and answer, got {r!r}")
-        video = read_video(path.parent / r["video"], num_frames=frames)
+        video = read_clip(path.parent / r["video"], frames, max_frames=None if frames else max_frames).frames
         items.append(QAItem(video, r["question"], r["answer"], str(r.get("kind", "")), r["video"]))
     return items
 
@@ -171,6 +177,7 @@ def evaluate(
     if batch_size < 1 or new_tokens < 1:
         raise ValueError(f"batch_size and new_tokens must be >= 1, got {batch_size} and {new_tokens}")
     configs = default_methods() if configs is None else list(configs)
+    items = [replace(it, video=as_uint8_video(it.video, f"question {i}'s video")) for i, it in enumerate(items)]
     gold = [first_word(it.answer) for it in items]
     kinds = sorted({it.kind for it in items if it.kind})
 

@@ -4,76 +4,85 @@ their times, and which video tokens FrameFusion kept, side by side.
 A small page of our own served by the standard library (``http.server``) on 127.0.0.1 only; no
 network is needed to use it. Start it with ``framefusion web`` (or :func:`serve`); tests use
 :func:`make_server` on a free port in a thread.
+
+What it takes on is bounded (:class:`Limits`): uploads are streamed to a temporary file with the size
+cap applied as they arrive (:mod:`framefusion.webform`), reads from a client time out, a few requests
+are in flight at once (more are told the demo is busy, 503), and only pages it served itself may use
+it (``Host`` and ``Origin`` are checked: no other site can post to it, not even through DNS rebinding).
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import html
-import os
 import sys
-import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
-from .commands.run import DEFAULT_FRAMES, LoadedModel, answer, sample_video
+from .commands.run import DEFAULT_FRAMES, MAX_FPS_FRAMES, LoadedModel, answer, sample_clip
 from .visualize import UnsupportedFamilyError, build_token_map, html_fragment, page_css, page_js, results_table
+from .webform import Form, Upload, discard_body, read_form
 
-__all__ = ["WebDemo", "make_server", "parse_form", "serve"]
+__all__ = ["Limits", "WebDemo", "make_server", "serve"]
 
 HOST = "127.0.0.1"
 
 
-def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
-    """``(fields, files)`` of a POSTed form (``multipart/form-data`` or url-encoded)."""
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}, {}
-    if not content_type.startswith("multipart/form-data"):
-        raise ValueError(f"unsupported form encoding {content_type!r}; send multipart/form-data")
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        raise ValueError("the form could not be read (bad multipart body)")
-    fields: dict[str, str] = {}
-    files: dict[str, tuple[str, bytes]] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
-            continue
-        data = part.get_payload(decode=True) or b""
-        filename = part.get_filename()
-        if filename is not None:
-            files[name] = (filename, data)
-        else:
-            fields[name] = data.decode("utf-8", "replace")
-    return fields, files
+@dataclass(frozen=True)
+class Limits:
+    """What the server takes on at once. With the defaults a request holds at most 16 decoded frames of
+    at most 1280 x 720 pixels (44 MiB) beside the model's own work, which runs one request at a time."""
+
+    upload_bytes: int = 256 << 20  # the largest request body (an upload and the form around it)
+    in_flight: int = 4  # requests being read, decoded or answered at once; more get 503 (busy)
+    connections: int = 32  # open connections at once; more are answered 503 and closed
+    read_timeout: float = 30.0  # seconds one read from a client may wait
+    upload_rate: int = 1 << 20  # bytes/s: a body must arrive at least this fast on average
+    frame_pixels: int = 1280 * 720  # larger frames are scaled down as they are decoded
+
+    def __post_init__(self) -> None:
+        for name in ("upload_bytes", "in_flight", "connections", "upload_rate", "frame_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.read_timeout > 0:
+            raise ValueError(f"read_timeout must be > 0 seconds, got {self.read_timeout}")
+
+    def body_deadline(self, length: int) -> float:
+        """When a body of ``length`` bytes must have arrived (``time.monotonic()``)."""
+        return time.monotonic() + self.read_timeout + length / self.upload_rate
 
 
 class WebDemo:
-    """The page and what one submitted question does (thread-safe: one question at a time)."""
+    """The page and what one submitted question does (thread-safe: the model answers one question at
+    a time; up to ``limits.in_flight`` requests are read and decoded beside it)."""
 
     def __init__(
         self,
         loaded: LoadedModel,
         *,
         frames: int | None = None,
+        fps: float | None = None,
         max_new_tokens: int = 32,
-        max_upload_bytes: int = 256 << 20,
+        limits: Limits = Limits(),
         default_video: str | Path | None = None,
     ):
         from .models import demo_video_path
 
         self.loaded = loaded
         self.frames = frames
+        self.fps = fps
         self.max_new_tokens = max_new_tokens
-        self.max_upload_bytes = max_upload_bytes
+        self.limits = limits
         self.default_video = Path(default_video) if default_video else demo_video_path()
         self._lock = threading.Lock()
         self._warm = False
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.limits.upload_bytes
 
     # ------------------------------------------------------------------------------------- page
     def page(self, values: dict[str, str] | None = None, results: str = "", error: str = "") -> str:
@@ -115,10 +124,12 @@ class WebDemo:
         )
 
     def _frames_text(self) -> str:
+        if self.fps:
+            return f"frames shown every 1/{self.fps:g} s are sampled (at most {self.frames or MAX_FPS_FRAMES})"
         return f"up to {self.frames or DEFAULT_FRAMES} frames are sampled uniformly from the video"
 
     # -------------------------------------------------------------------------------------- run
-    def run(self, fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> str:
+    def run(self, fields: dict[str, str], files: dict[str, Upload]) -> str:
         """The results section for one submitted form; raises ValueError/FileNotFoundError for bad input."""
         from .config import FrameFusionConfig
 
@@ -130,30 +141,19 @@ class WebDemo:
         )
         choice = fields.get("video", "shipped")
         if choice == "upload":
-            filename, data = files.get("file", ("", b""))
-            if not data:
+            upload = files.get("file")
+            if upload is None or upload.size == 0:
                 raise ValueError("no video uploaded: choose a file, or pick the shipped demo video")
-            suffix = Path(filename).suffix[:10] or ".mp4"
-            fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="framefusion-upload-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                try:
-                    video = sample_video(tmp, self.frames, exact=False)
-                except ValueError as err:  # name the upload, not the temporary file
-                    reason = str(err).replace(tmp, filename)
-                    raise ValueError(f"could not read the uploaded video {filename!r}: {reason}") from None
-            finally:
-                os.unlink(tmp)
-            name = Path(filename).name
+            clip, name = self._sample(upload.path, upload.filename), Path(upload.filename).name
         elif choice == "shipped":
-            video, name = sample_video(self.default_video, self.frames, exact=False), self.default_video.name
+            clip, name = self._sample(self.default_video), self.default_video.name
         else:
             raise ValueError(f"video must be 'shipped' or 'upload', got {choice!r}")
+        video = clip.frames
         with self._lock:
             result = answer(
                 self.loaded,
-                video,
+                clip,
                 question,
                 config,
                 video_name=name,
@@ -184,11 +184,21 @@ class WebDemo:
         }
         return (
             '<section id="ff-results"><h2>Answers</h2>'
-            f'<p class="ff-muted">{html.escape(name)}, {len(video)} frames, {result.video_tokens} video tokens; '
-            f"question: {html.escape(question)}</p>"
+            f'<p class="ff-muted">{html.escape(name)}, {len(video)} frames of {clip.total_frames} '
+            f"({clip.duration:.2f} s), {result.video_tokens} video tokens; question: {html.escape(question)}</p>"
             f"{results_table(rows)}<h2>What FrameFusion kept</h2>"
             f'<div class="ff-card">{picture}</div></section>'
         )
+
+    def _sample(self, path: Path, shown_as: str | None = None):
+        """The clip to answer about: decoding keeps only the sampled frames, scaled down to the limit."""
+        try:
+            return sample_clip(path, self.frames, fps=self.fps, exact=False, max_pixels=self.limits.frame_pixels)
+        except ValueError as err:
+            if shown_as is None:
+                raise
+            reason = str(err).replace(str(path), shown_as)  # name the upload, not the temporary file
+            raise ValueError(f"could not read the uploaded video {shown_as!r}: {reason}") from None
 
 
 def _number(fields: dict[str, str], name: str, default: float) -> float:
@@ -229,26 +239,66 @@ _DEMO_JS = """
 """
 
 
+DRAIN_BYTES = 1 << 20  # an unread body up to this size is read and dropped before closing (see _refuse)
+
+
+def allowed_hosts(port: int) -> set[str]:
+    """The ``Host`` values of this server's own pages; anything else is a page of another site reaching
+    127.0.0.1 through a name it controls (DNS rebinding)."""
+    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    return hosts | {"127.0.0.1", "localhost"} if port == 80 else hosts
+
+
 def _handler(app: WebDemo, quiet: bool):
+    in_flight = threading.BoundedSemaphore(app.limits.in_flight)
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "framefusion-web"
+        timeout = app.limits.read_timeout  # every read from (and write to) the client waits at most this
 
         def log_message(self, format: str, *args: Any) -> None:
             if not quiet:
                 sys.stderr.write(f"framefusion web: {self.address_string()} {format % args}\n")
 
-        def _send(self, status: int, body: str, content_type: str = "text/html; charset=utf-8") -> None:
+        def _send(self, status: int, body: str, content_type: str = "text/html; charset=utf-8", **headers) -> None:
             data = body.encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
+            for name, value in headers.items():
+                self.send_header(name.replace("_", "-"), value)
             self.end_headers()
             self.wfile.write(data)
 
+        def _foreign(self) -> str:
+            """Why this request does not come from this server's own page ('' when it does)."""
+            port = self.server.server_address[1]
+            hosts = allowed_hosts(port)
+            host = (self.headers.get("Host") or "").strip().lower()
+            if host not in hosts:
+                return f"Host {host!r} is not this server (http://{HOST}:{port}/)"
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.strip().lower() not in {f"http://{h}" for h in hosts}:
+                return f"Origin {origin!r} is another site: only pages of http://{HOST}:{port}/ may post here"
+            return ""
+
+        def _refuse(self, status: int, error: str, unread: int = 0, **headers) -> None:
+            """An error page, then the connection closes. A small unread body is read first: closing a
+            socket with data still unread resets it, and the client might lose the answer."""
+            self.close_connection = True
+            self._send(status, app.page(error=error), **headers)
+            if 0 < unread <= DRAIN_BYTES:
+                try:
+                    discard_body(self.rfile, unread, deadline=app.limits.body_deadline(unread))
+                except (OSError, ValueError):
+                    pass  # the client went away: nothing left to protect
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/":
+            if why := self._foreign():
+                self._refuse(403, why)
+            elif path == "/":
                 self._send(200, app.page())
             elif path == "/healthz":
                 self._send(200, "ok\n", "text/plain; charset=utf-8")
@@ -261,41 +311,99 @@ def _handler(app: WebDemo, quiet: bool):
                 self._send(404, app.page(error=f"no page {path}"))
 
         def do_POST(self) -> None:
-            if self.path.split("?", 1)[0] != "/run":
-                self._send(404, app.page(error=f"no form at {self.path}"))
-                return
+            raw = self.headers.get("Content-Length")
+            length = int(raw) if raw is not None and raw.strip().isdigit() else None
+            unread = length or 0  # what is left to drain if the request is refused
+            if why := self._foreign():
+                self._refuse(403, why, unread)
+            elif raw is None:
+                self._refuse(411, "the request has no Content-Length: send the form with its length")
+            elif length is None:
+                self._refuse(400, f"bad Content-Length {raw!r}")
+            elif length > app.limits.upload_bytes:  # refused before reading any of it
+                limit = app.limits.upload_bytes / (1 << 20)
+                self._refuse(413, f"the upload is larger than the {limit:g} MiB this demo accepts")
+            elif self.path.split("?", 1)[0] != "/run":
+                self._refuse(404, f"no form at {self.path}", unread)
+            elif not in_flight.acquire(blocking=False):
+                n = app.limits.in_flight
+                busy = f"busy: {n} question{'s are' if n > 1 else ' is'} being answered (the most at once); try again"
+                self._refuse(503, busy, unread, Retry_After="5")
+            else:
+                try:
+                    self._answer(length)
+                finally:
+                    in_flight.release()
+
+        def _answer(self, length: int) -> None:
+            form = Form()
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > app.max_upload_bytes:
+                form = read_form(
+                    self.rfile,
+                    self.headers.get("Content-Type", ""),
+                    length,
+                    deadline=app.limits.body_deadline(length),
+                )
+                results = app.run(form.fields, form.files)
+            except TimeoutError:  # the socket's read timeout, or the body's deadline (BodyTimeout)
                 self.close_connection = True
-                limit = app.max_upload_bytes >> 20
-                self._send(413, app.page(error=f"the upload is larger than the {limit} MiB this demo accepts"))
-                return
-            body = self.rfile.read(length)
-            values: dict[str, str] = {}
-            try:
-                values, files = parse_form(self.headers.get("Content-Type", ""), body)
-                results = app.run(values, files)
+                return self._send(408, app.page(error="the upload stopped arriving; send it again"))
             except (ValueError, TypeError, FileNotFoundError) as err:
-                self._send(400, app.page(values, error=str(err)))
-                return
+                self.close_connection = True
+                return self._send(400, app.page(form.fields, error=str(err)))
             except Exception as err:  # keep serving; show what went wrong
-                self._send(500, app.page(values, error=f"{type(err).__name__}: {err}"))
-                return
-            self._send(200, app.page(values, results=results))
+                self.close_connection = True
+                return self._send(500, app.page(form.fields, error=f"{type(err).__name__}: {err}"))
+            finally:
+                form.remove_files()
+            self._send(200, app.page(form.fields, results=results))
 
     return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server that keeps at most ``connections`` open: past that, a connection gets a
+    short 503 and is closed instead of getting a thread of its own."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, connections: int):
+        super().__init__(address, handler)
+        self._open = threading.BoundedSemaphore(connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._open.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_TOO_MANY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._open.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._open.release()
+
+
+_TOO_MANY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\n"
+    b"Connection: close\r\n\r\nframefusion: busy: too many open connections; try again\n"
+)
 
 
 def make_server(app: WebDemo, port: int = 7860, quiet: bool = True) -> ThreadingHTTPServer:
     """An HTTP server for ``app`` bound to 127.0.0.1:``port`` (0: any free port); not started yet."""
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {port}")
-    server = ThreadingHTTPServer((HOST, port), _handler(app, quiet))
-    server.daemon_threads = True
-    return server
+    return _Server((HOST, port), _handler(app, quiet), app.limits.connections)
 
 
 def serve(app: WebDemo, port: int = 7860, quiet: bool = False) -> None:

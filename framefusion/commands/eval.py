@@ -56,7 +56,7 @@ def _configs(args) -> list:
 def run(args) -> int:
     import torch
 
-    from ..evaluate import evaluate, load_model, load_qa, synthetic_test_set
+    from ..evaluate import evaluate, load_model, load_qa, synthetic_test_set, training_info
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
@@ -69,7 +69,9 @@ def run(args) -> int:
     configs = _configs(args)
     model, processor = load_model(args.model)
     if args.qa:
-        items = load_qa(args.qa, frames=args.frames)
+        # without --frames, at most as many frames as the model was trained on (not every frame of a long video)
+        most = int(training_info(args.model).get("frames", 16))
+        items = load_qa(args.qa, frames=args.frames, max_frames=most)
         source = str(args.qa)
     else:
         items = synthetic_test_set(args.count, frames=args.frames, model_path=args.model)

@@ -7,6 +7,7 @@ Also the loading and answering used by ``framefusion visualize`` and ``framefusi
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -26,6 +27,9 @@ SHIPPED_QUESTION = (
     json.loads(SHIPPED_QA.read_text())["question"] if SHIPPED_QA.is_file() else "what colour is the still shape?"
 )
 DEFAULT_FRAMES = 16
+# Most frames --fps samples without --frames (the cap of Qwen2-VL's own video sampling); a longer clip
+# gives this many, evenly spread.
+MAX_FPS_FRAMES = 768
 RANDOM_NOTE = (
     "framefusion/assets/model/ is not there yet, so this is a tiny Qwen2-VL with RANDOM weights "
     "(framefusion.models.zoo): its answers are meaningless; it shows tokens kept and time, not accuracy"
@@ -133,6 +137,9 @@ class RunResult:
     answers: dict[str, str]  # "untouched" (with compare) and "framefusion"
     seconds: dict[str, dict[str, float]]  # per run: first_token, generate (medians), new_tokens
     repeats: int = 1
+    duration: float | None = None  # seconds of the whole video file (None: frames given as an array)
+    total_frames: int | None = None  # frames in the whole video file
+    sampled_times: list[float] | None = None  # seconds from the first frame, one per sampled frame
     report: Any = field(default=None, repr=False)
     inputs: Any = field(default=None, repr=False)
     video_frames: Any = field(default=None, repr=False)
@@ -191,13 +198,18 @@ def answer(
     repeats: int = 1,
     progress: bool = True,
 ) -> RunResult:
-    """Answer ``question`` about ``video`` ((T, H, W, 3) uint8 frames) with FrameFusion, and untouched
-    too with ``compare``; times are medians over ``repeats`` interleaved runs after ``warmup`` ones."""
+    """Answer ``question`` about ``video`` ((T, H, W, 3) uint8 frames, or a :class:`~framefusion.video.VideoClip`,
+    whose duration and sampled times then go into the result) with FrameFusion, and untouched too with
+    ``compare``; times are medians over ``repeats`` interleaved runs after ``warmup`` ones."""
     import torch
 
     from ..config import FrameFusionConfig
     from ..engine import apply
     from ..models import zoo
+    from ..video import VideoClip
+
+    clip = video if isinstance(video, VideoClip) else None
+    video = clip.frames if clip is not None else video
 
     if max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
@@ -256,6 +268,9 @@ def answer(
         answers=answers,
         seconds=seconds,
         repeats=repeats,
+        duration=None if clip is None else round(clip.duration, 6),
+        total_frames=None if clip is None else clip.total_frames,
+        sampled_times=None if clip is None else [round(t, 6) for t in clip.times],
         report=report,
         inputs=inputs,
         video_frames=video,
@@ -284,6 +299,7 @@ def format_result(result: RunResult) -> str:
         *([f"            ({result.note})"] if result.note else []),
         f"  video   : {result.video}, {result.frames} frames -> {result.video_tokens} video tokens"
         f" in a {result.prompt_tokens}-token prompt",
+        *([f"  sampled : {_sampled_text(result)}"] if result.sampled_times is not None else []),
         f"  question: {result.question}",
         f"  config  : cost={c['cost']} similarity_threshold={c['similarity_threshold']}"
         f" ratio_threshold={c['ratio_threshold']}",
@@ -304,6 +320,12 @@ def format_result(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def _sampled_text(result: RunResult) -> str:
+    times = result.sampled_times or []
+    at = ", ".join(f"{t:.2f}" for t in times) if len(times) <= 8 else f"{times[0]:.2f} .. {times[-1]:.2f}"
+    return f"{len(times)} of {result.total_frames} frames ({result.duration:.2f} s), at {at} s"
+
+
 # ---------------------------------------------------------------------------------------- command
 def add_model_arguments(p) -> None:
     p.add_argument(
@@ -322,33 +344,54 @@ def add_input_arguments(p) -> None:
     p.add_argument(
         "--frames",
         type=int,
-        help=f"frames sampled uniformly from the video (default: {DEFAULT_FRAMES}, or all if fewer)",
+        help=f"frames sampled uniformly from the video (default: {DEFAULT_FRAMES}, or all if fewer); "
+        "with --fps: the most frames",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        help="sample the frames shown at t = 0, 1/FPS, 2/FPS, ... seconds instead (at most --frames, default "
+        f"{MAX_FPS_FRAMES}; a longer clip gives that many, evenly spread)",
     )
     add_config_arguments(p)
 
 
-def sample_video(path: str | Path, frames: int | None = None, *, exact: bool = True):
-    """``(T, H, W, 3)`` frames of the video at ``path``, ``frames`` of them sampled uniformly
-    (default: :data:`DEFAULT_FRAMES`, or every frame of a shorter video). With ``exact=False`` a
-    video shorter than ``frames`` gives all its frames instead of an error."""
-    import numpy as np
-
-    from ..models import read_video
+def sample_clip(
+    path: str | Path,
+    frames: int | None = None,
+    *,
+    fps: float | None = None,
+    exact: bool = True,
+    max_pixels: int | None = None,
+):
+    """A :class:`~framefusion.video.VideoClip` of the video at ``path``: ``frames`` frames evenly spread
+    (default: :data:`DEFAULT_FRAMES`, or every frame of a shorter video); with ``exact=False`` a video
+    shorter than ``frames`` gives all its frames instead of an error. With ``fps``: the frames shown at
+    ``t = 0, 1/fps, ...``, at most ``frames`` (default :data:`MAX_FPS_FRAMES`). Decoding holds only the
+    frames kept; ``max_pixels`` scales larger frames down as they are decoded."""
+    from ..video import read_clip
 
     if frames is not None and frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
+    if fps is not None:
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"--fps must be a number > 0, got {fps}")
+        return read_clip(path, fps=fps, max_frames=frames or MAX_FPS_FRAMES, max_pixels=max_pixels)
     if frames is not None and exact:
-        return read_video(path, num_frames=frames)
-    video = read_video(path)
-    most = DEFAULT_FRAMES if frames is None else frames
-    if len(video) > most:
-        video = video[np.linspace(0, len(video) - 1, most).round().astype(int)]
-    return video
+        return read_clip(path, frames, max_pixels=max_pixels)
+    return read_clip(path, max_frames=frames or DEFAULT_FRAMES, max_pixels=max_pixels)
 
 
-def read_input_video(path: str | None, frames: int | None, progress: bool, exact: bool = True):
-    """``(name, frames)`` of the video at ``path`` (default: the shipped one), sampled uniformly;
-    ``exact=False``: a shorter video gives all its frames."""
+def sample_video(path: str | Path, frames: int | None = None, *, exact: bool = True):
+    """The ``(T, H, W, 3)`` frames of :func:`sample_clip`."""
+    return sample_clip(path, frames, exact=exact).frames
+
+
+def read_input_clip(
+    path: str | None, frames: int | None, progress: bool, exact: bool = True, fps: float | None = None
+):
+    """``(name, clip)`` of the video at ``path`` (default: the shipped one), sampled as :func:`sample_clip`
+    does; ``exact=False``: a shorter video gives all its frames."""
     from ..models import demo_video_path
 
     if frames is not None and frames < 1:
@@ -359,8 +402,16 @@ def read_input_video(path: str | None, frames: int | None, progress: bool, exact
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
     with _stage(f"decoding {path.name}", progress):
-        video = sample_video(path, frames, exact=exact)
-    return str(path), video
+        clip = sample_clip(path, frames, fps=fps, exact=exact)
+    return str(path), clip
+
+
+def read_input_video(
+    path: str | None, frames: int | None, progress: bool, exact: bool = True, fps: float | None = None
+):
+    """``(name, frames)``: :func:`read_input_clip` without the times."""
+    name, clip = read_input_clip(path, frames, progress, exact, fps)
+    return name, clip.frames
 
 
 def add_arguments(p) -> None:
@@ -379,16 +430,16 @@ def run(args) -> int:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     progress = not args.json
     frames, exact = args.frames, args.frames is not None
-    if frames is None and args.model is None and (SHIPPED_MODEL / "config.json").is_file():
+    if frames is None and args.fps is None and args.model is None and (SHIPPED_MODEL / "config.json").is_file():
         from ..evaluate import training_info
 
         # the clip length the shipped model was trained and evaluated on; a shorter video gives all its frames
         frames = int(training_info(SHIPPED_MODEL).get("frames", DEFAULT_FRAMES))
-    name, video = read_input_video(args.video, frames, progress, exact=exact)
+    name, clip = read_input_clip(args.video, frames, progress, exact=exact, fps=args.fps)
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, device=args.device, progress=progress)
     result = answer(
         loaded,
-        video,
+        clip,
         args.question,
         config,
         video_name=name,

@@ -35,7 +35,7 @@ def run(args) -> int:
         raise ValueError(f"--formats: unknown format(s) {', '.join(map(repr, bad))}; choose from {', '.join(FORMATS)}")
     config = config_from(args)
     progress = not args.json
-    name, video = read_input_video(args.video, args.frames, progress)
+    name, video = read_input_video(args.video, args.frames, progress, fps=args.fps)
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, device=args.device, progress=progress)
     check_supported(loaded.model)  # before any generation
     question = loaded.question if args.question is None else args.question

@@ -28,6 +28,8 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
+from ..video import as_uint8_video, read_video
+
 __all__ = [
     "FAMILIES",
     "SPECIAL_TOKENS",
@@ -340,13 +342,14 @@ def make_synthetic_video(num_frames: int = 16, size: int = 112, seed: int = 0, n
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
-    """Encode ``(T, H, W, 3)`` uint8 frames to an H.264 (or MPEG-4 part 2) ``.mp4`` with PyAV."""
+    """Encode ``(T, H, W, 3)`` frames to an H.264 (or MPEG-4 part 2) ``.mp4`` with PyAV (uint8, or
+    any type :func:`framefusion.video.as_uint8_video` accepts)."""
     import av
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"expected non-empty (T, H, W, 3) frames, got shape {frames.shape}")
-    frames = frames.astype(np.uint8)
+    frames = as_uint8_video(frames, "frames")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
@@ -362,63 +365,6 @@ def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
-
-
-_VIDEO_FILES = "a video file FFmpeg can decode (e.g. .mp4, .mkv, .webm, .avi, .mov) with a video stream"
-_TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")  # FFmpeg's renderers of text files as pictures
-
-
-def read_video(path: str | Path, num_frames: int | None = None) -> np.ndarray:
-    """Decode a video to ``(T, H, W, 3)`` uint8 RGB; with ``num_frames``, sample that many uniformly.
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the path and what is
-    expected) for a directory, an empty, truncated, corrupt or frameless file, a file without a video
-    stream, or ``num_frames`` outside ``1..T``.
-    """
-    import av
-
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"expected {_VIDEO_FILES}, got a directory: {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"video file is empty (0 bytes): {path}; expected {_VIDEO_FILES}")
-    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1):
-        raise ValueError(f"num_frames must be an integer >= 1, got {num_frames!r}")
-    frames = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                found = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
-                raise ValueError(f"no video stream in {path} (found: {found}); expected {_VIDEO_FILES}")
-            codec = container.streams.video[0].codec_context.name
-            if codec in _TEXT_CODECS:  # FFmpeg renders any text file as an ANSI-art "video"
-                found = f"text, read as {codec!r} text art"
-                raise ValueError(f"no video stream in {path} ({found}); expected {_VIDEO_FILES}")
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-    except av.EOFError:
-        pass  # the stream ended (e.g. a container with no frames): what was decoded is checked below
-    except av.FFmpegError as err:
-        raise ValueError(
-            f"could not decode video {path} (truncated or corrupt?): {err}; expected {_VIDEO_FILES}"
-        ) from err
-    if not frames:
-        raise ValueError(
-            f"no decodable frames in video {path} (0 frames); expected {_VIDEO_FILES} and at least 1 frame"
-        )
-    if len({f.shape for f in frames}) > 1:
-        raise ValueError(f"frames of different sizes in video {path}: {sorted({f.shape[:2] for f in frames})}")
-    video = np.stack(frames)
-    if num_frames is not None:
-        if num_frames > len(video):
-            raise ValueError(
-                f"video {path} has {len(video)} frame{'s' if len(video) != 1 else ''}, fewer than the "
-                f"{num_frames} asked for; ask for 1 to {len(video)} frames"
-            )
-        video = video[np.linspace(0, len(video) - 1, num_frames).round().astype(int)]
-    return video
 
 
 def demo_video_path() -> Path:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import tiny_glm4v, tiny_internvl, tiny_qwen3_vl, tiny_smolvlm
+from ..video import as_uint8_video
 from .tiny import build_tiny
 from .tiny_llava_video import build_tiny_llava_video
 
@@ -48,7 +49,9 @@ def video_inputs(processor: Any, questions: Sequence[str], videos: Sequence[np.n
     """A left-padded batch (one conversation per question) through the processor's chat template.
 
     Raises ``ValueError`` naming the video and what is accepted for a video that is not ``(T, H, W, 3)``
-    frames with ``T >= 1``, or that the processor rejects (too few frames, extreme aspect ratio, ...).
+    frames with ``T >= 1``, whose values are not uint8 RGB (floats in [0, 1] are converted, see
+    :func:`framefusion.video.as_uint8_video`), or that the processor rejects (too few frames, extreme
+    aspect ratio, ...).
     """
     if len(questions) != len(videos):
         raise ValueError(
@@ -61,6 +64,7 @@ def video_inputs(processor: Any, questions: Sequence[str], videos: Sequence[np.n
                 f"video {i} has shape {shape}; expected (T, H, W, 3) RGB frames with T >= 1 frames and H, W >= 1 "
                 "pixels (a single frame is video[None])"
             )
+    videos = [None if v is None else as_uint8_video(v, f"video {i}") for i, v in enumerate(videos)]
     conversations = [video_message(q, v) for q, v in zip(questions, videos)]
     try:
         return processor.apply_chat_template(

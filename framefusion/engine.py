@@ -20,6 +20,7 @@ the host when it is read (``last_report()``), not during the forward.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -32,8 +33,10 @@ from torch import nn
 
 from .adapters import Adapter, VideoLayout, adapter_for
 from .algorithm import true_indices
+from .cache_book import CacheBook, book_of, true_length, write_book
 from .config import FrameFusionConfig
-from .methods import LayerInput, ReductionMethod
+from .methods import LayerInput, ReductionMethod, Replay
+from .outputs import mask_unscored_labels, restore_rows
 from .report import Decision, ReductionReport
 
 __all__ = ["FrameFusionHandle", "apply"]
@@ -41,6 +44,15 @@ __all__ = ["FrameFusionHandle", "apply"]
 logger = logging.getLogger("framefusion")
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+
+# decoder layer -> the handle whose hooks are on it: one reduction per model, however it was applied
+_OWNERS: "weakref.WeakKeyDictionary[nn.Module, FrameFusionHandle]" = weakref.WeakKeyDictionary()
+
+_NO_COPY = (
+    "a model with framefusion applied cannot be copied or pickled (its hooks hold per-thread state); "
+    "call handle.remove() first, copy or save the model (state_dict / save_pretrained work at any time), "
+    "then framefusion.apply() to the copy"
+)
 
 
 @dataclass
@@ -63,19 +75,38 @@ class _Call:
     length: int  # original sequence length
     padded: bool  # host: some slot of the current hidden states is padding (masks must hide it)
     timer: "_ReductionTimer"
+    method: ReductionMethod  # the handle's method, or a Replay of this generate call's first prefill
     index: torch.Tensor | None = None  # (b, Lc) original position per slot, -1 for padding; None: not repacked
     valid: torch.Tensor | None = None  # (b, Lc) slot holds a real token; None: no padding at all
     mask_cache: tuple | None = None  # (key, mask) of the current prefill mask
     position_cache: tuple | None = None  # (key, (cos, sin)) gathered for the current index
     attention: str = "sdpa"  # the model's attention implementation for this call
     first_layer: int = 0  # layers before it run unreduced (e.g. Qwen3-VL's deepstack layers)
-    layer_valid: dict = field(default_factory=dict)  # layer -> (b, Lc) key validity of its prefill cache
-    layer_padded: dict = field(default_factory=dict)  # layer -> whether that validity has padding (host)
-    layer_length: dict = field(default_factory=dict)  # layer -> prefill cache length
-    cache_ref: Any = None
+    book: CacheBook | None = None  # shortened layers so far; written to the cache at the end
+    cache: Any = None  # the KV cache of this prefill (held only while it runs)
+    generation: "_Generation | None" = None  # the enclosing generate call, if any
     prefill_done: bool = False
-    decode_mask: torch.Tensor | None = None  # 2-D attention mask of the current decode step
     layers_seen: int = 0
+
+
+@dataclass
+class _Step:
+    """A call that continues a cache filled by a reduced prefill (decode step, later chat turn)."""
+
+    book: CacheBook
+    mask: torch.Tensor | None  # the call's 2-D attention mask over all tokens so far
+    attention: str  # the model's attention implementation
+    masks: dict = field(default_factory=dict)  # built masks, shared by the layers reduced together
+
+
+@dataclass
+class _Generation:
+    """One generate() call: with use_cache=False every step is a prefill of the whole sequence, and
+    the first one's decisions are replayed by the others (so the tokens equal use_cache=True's)."""
+
+    decisions: list | None = None
+    recorded: dict = field(default_factory=dict)  # what the adapter recorded before the first step
+    repeats: int | None = None  # rows per sample, when generate() expanded the batch
 
 
 class _ReductionTimer:
@@ -110,17 +141,17 @@ class _ReductionTimer:
         return self.seconds + gpu_ms / 1000
 
 
+@dataclass
 class _PendingReport:
-    """A report whose tensors are still on the device: moved to the host on first read."""
+    """A report whose tensors are still on the device: built (moved to the host) on first read."""
 
-    def __init__(self, build):
-        self._build = build
-        self._report: ReductionReport | None = None
+    build: Any  # () -> ReductionReport; None once built
+    report: ReductionReport | None = None
 
     def resolve(self) -> ReductionReport:
-        if self._report is None:
-            self._report, self._build = self._build(), None
-        return self._report
+        if self.report is None:
+            self.report, self.build = self.build(), None
+        return self.report
 
 
 class FrameFusionHandle:
@@ -138,10 +169,15 @@ class FrameFusionHandle:
         self._warned_no_ids = False
         self._layers = list(adapter.decoder_layers())
         self.num_layers = len(self._layers)
+        self._hooks.append(model.register_forward_pre_hook(self._on_model_input, with_kwargs=True))
+        self._hooks.append(model.register_forward_hook(self._on_model_output, with_kwargs=True))
         self._hooks.append(adapter.input_module().register_forward_pre_hook(self._on_input, with_kwargs=True))
         for i, layer in enumerate(self._layers):
             self._hooks.append(layer.register_forward_pre_hook(self._layer_hook(i), with_kwargs=True))
+            _OWNERS[layer] = self
         self._hooks.extend(adapter.install(self._record))
+        if callable(getattr(model, "generate", None)):
+            self._hooks.append(_wrap_generate(model, self._local))
 
     # ----------------------------------------------------------------- public
     def remove(self) -> None:
@@ -149,6 +185,9 @@ class FrameFusionHandle:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+        for layer in self._layers:
+            if _OWNERS.get(layer) is self:
+                del _OWNERS[layer]
         if getattr(self.model, "_framefusion_handle", None) is self:
             del self.model._framefusion_handle
 
@@ -167,34 +206,62 @@ class FrameFusionHandle:
     def __exit__(self, *exc) -> None:
         self.remove()
 
+    def __deepcopy__(self, memo):
+        raise TypeError(_NO_COPY)
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(_NO_COPY)
+
     # ------------------------------------------------------------------ hooks
     def _record(self, name: str, value: Any) -> None:
         if not hasattr(self._local, "recorded"):
             self._local.recorded = {}
         self._local.recorded[name] = value
 
+    def _on_model_input(self, module, args, kwargs):
+        """Take ``labels`` away from the model: the loss is computed on the restored logits."""
+        self._local.labels = None
+        if kwargs.get("labels") is None:
+            return None
+        if kwargs.get("return_dict") is False:
+            raise ValueError("framefusion: forward with labels needs return_dict=True (the default), got return_dict=False")
+        kwargs = dict(kwargs)
+        self._local.labels = (kwargs.pop("labels"), {k: kwargs[k] for k in ("num_items_in_batch", "ignore_index") if k in kwargs})
+        return args, kwargs
+
+    def _on_model_output(self, module, args, kwargs, output):
+        """Outputs at the input's length (see ``framefusion.outputs``), and the loss."""
+        labels, self._local.labels = getattr(self._local, "labels", None), None
+        call = getattr(self._local, "call", None)
+        index = call.index if call is not None and call.prefill_done else None
+        if not hasattr(output, "keys"):
+            return None
+        values = dict(output)
+        for key in ("logits", "last_hidden_state"):
+            rows = values.get(key)
+            if index is not None and isinstance(rows, torch.Tensor) and rows.dim() == 3 and rows.shape[1] > 1:
+                values[key] = restore_rows(rows, index, call.length)
+        if labels is not None:
+            labels, loss_kwargs = labels
+            if index is not None:
+                labels = mask_unscored_labels(labels, index, call.length)
+            vocab = module.config.get_text_config().vocab_size
+            values["loss"] = module.loss_function(logits=values["logits"], labels=labels, vocab_size=vocab, **loss_kwargs)
+        elif index is None:
+            return None
+        return type(output)(**values)
+
     def _on_input(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         cache = _cache(kwargs)
         seen = cache.get_seq_length() if cache is not None else 0
+        self._local.call = self._local.step = None
         if seen == 0:
             self._local.call = self._start_call(kwargs, input_ids)
             return None
-        call = getattr(self._local, "call", None)
-        if call is None or not call.layer_valid or call.cache_ref is None or call.cache_ref() is not cache:
-            self._local.call = None
-            return None
-        call.decode_mask = kwargs.get("attention_mask")
-        if kwargs.get("position_ids") is None:
-            # A hand-written decode loop: the model would number the new tokens from the shortened
-            # cache. Number them as the untouched model would.
-            first = min(call.layer_length)
-            untouched = call.length + cache.get_seq_length(first) - call.layer_length[first]
-            q = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[1]
-            position_ids = self.adapter.decode_position_ids(untouched, q, kwargs)
-            if position_ids is not None:
-                kwargs = dict(kwargs, position_ids=position_ids)
-                return args, kwargs
+        book = book_of(cache)
+        if book is not None:  # the cache reports untouched lengths: positions need no help
+            self._local.step = _Step(book, kwargs.get("attention_mask"), _attention_impl(self.adapter))
         return None
 
     def _start_call(self, kwargs: dict, input_ids) -> _Call | None:
@@ -206,11 +273,14 @@ class FrameFusionHandle:
                     "tokens cannot be located and nothing is reduced; pass input_ids as the processor returns them"
                 )
             return None
-        inputs = dict(getattr(self._local, "recorded", {}), input_ids=input_ids)
+        recorded, self._local.recorded = getattr(self._local, "recorded", {}), {}
+        generation = getattr(self._local, "generation", None)
+        if generation is not None:  # every cache-free step of one generate call sees the same videos
+            recorded = generation.recorded = recorded or generation.recorded
+        inputs = dict(recorded, input_ids=input_ids)
         inputs.update({k: v for k, v in kwargs.items() if v is not None})
-        self._local.recorded = {}
         host = _host_copies(inputs)  # the one read of the call start: ids, masks, grids
-        layouts = self.adapter.video_layouts(host)
+        layouts = self._layouts(host, generation)
         batch, length = input_ids.shape
         mask = host.get("attention_mask")
         valid = mask.bool() if isinstance(mask, torch.Tensor) and mask.ndim == 2 else torch.ones(batch, length, dtype=torch.bool)
@@ -218,19 +288,44 @@ class FrameFusionHandle:
             self._store_report(self._empty_report(batch, [r.nonzero().flatten().tolist() for r in valid]))
             return None
         device = input_ids.device
-        samples = [self._start_sample(b, layout, valid[b], device) for b, layout in enumerate(layouts)]
+        if kwargs.get("use_cache") is not False:
+            generation = None  # with a cache every later step continues this prefill: nothing to replay
+        method = self.method
+        if generation is not None and generation.decisions is not None:
+            method = Replay(generation.decisions)
+        samples = [self._start_sample(method, b, layout, valid[b], device) for b, layout in enumerate(layouts)]
         padded = not bool(valid.all())
         return _Call(
             samples,
             length,
             padded,
             _ReductionTimer(),
+            method,
+            generation=generation,
             valid=kwargs["attention_mask"].bool() if padded else None,
             attention=_attention_impl(self.adapter),
             first_layer=self.adapter.first_reducible_layer(host),
         )
 
-    def _start_sample(self, b: int, layout: VideoLayout, row_valid: torch.Tensor, device) -> _Sample:
+    def _layouts(self, host: dict, generation: "_Generation | None") -> list[VideoLayout] | None:
+        """The adapter's layouts; for a batch that generate() expanded (beams, several return
+        sequences: each row repeated e times in a row, so the recorded grids describe every e-th
+        row only), those of every e-th row, repeated. Later cache-free steps of the same generate
+        call (rows that beams made differ) reuse the e found at the first."""
+        repeats = generation.repeats if generation is not None else None
+        if repeats is None:
+            try:
+                return self.adapter.video_layouts(host)
+            except ValueError:
+                repeats = _row_repeats(host)
+                if repeats == 1:
+                    raise
+        if generation is not None:
+            generation.repeats = repeats
+        layouts = self.adapter.video_layouts(_every_nth_row(host, repeats))
+        return None if layouts is None else [layout for layout in layouts for _ in range(repeats)]
+
+    def _start_sample(self, method, b: int, layout: VideoLayout, row_valid: torch.Tensor, device) -> _Sample:
         """Row ``b``'s bookkeeping, worked out on the host (layout, row_valid: host tensors) and
         moved to the device once."""
         kept = row_valid.nonzero(as_tuple=True)[0]  # (m,)
@@ -241,22 +336,22 @@ class FrameFusionHandle:
         ordinal[layout.positions] = torch.arange(len(layout))
         ordinal = ordinal[kept]
         vision_slots = (ordinal >= 0).nonzero(as_tuple=True)[0]
-        state = self.method.start(len(layout), self.num_layers, sample=b) if len(layout) else None
+        state = method.start(len(layout), self.num_layers, sample=b) if len(layout) else None
         return _Sample(layout.to(device), state, kept.to(device), ordinal.to(device), vision_slots.to(device))
 
     def _layer_hook(self, layer_idx: int):
         def hook(module, args, kwargs):
-            call = getattr(self._local, "call", None)
-            if call is None:
-                return None
             hidden = args[0] if args else kwargs["hidden_states"]
-            if call.cache_ref is None and call.layers_seen == 0:
-                cache = _cache(kwargs)
-                _check_cache(cache)
-                call.cache_ref = weakref.ref(cache) if cache is not None else (lambda: None)
-            if not call.prefill_done:
+            call = getattr(self._local, "call", None)
+            if call is not None and not call.prefill_done:
+                if call.layers_seen == 0:
+                    call.cache = _cache(kwargs)
+                    _check_cache(call.cache)
                 return self._prefill_layer(call, layer_idx, module, hidden, args, kwargs)
-            return self._decode_layer(call, layer_idx, hidden, args, kwargs)
+            step = getattr(self._local, "step", None)
+            if step is not None:
+                return self._decode_layer(step, layer_idx, hidden, args, kwargs)
+            return None
 
         return hook
 
@@ -278,9 +373,10 @@ class FrameFusionHandle:
             kwargs["position_embeddings"] = (cos, sin)
             kwargs["attention_mask"] = self._prefill_mask(call, hidden.dtype)
             kwargs["position_ids"] = None
-            call.layer_valid[layer_idx] = call.valid
-            call.layer_padded[layer_idx] = call.padded
-            call.layer_length[layer_idx] = call.valid.shape[1]
+            book = call.book = call.book or CacheBook(call.length)
+            book.layer_valid[layer_idx] = call.valid
+            book.layer_padded[layer_idx] = call.padded
+            book.layer_length[layer_idx] = call.valid.shape[1]
             if args:
                 args = (hidden,) + tuple(args[1:])
             else:
@@ -315,7 +411,7 @@ class FrameFusionHandle:
         reductions = {}
         for b in self._live_samples(call, layer_idx):
             layer_input = self._layer_input(call, b, layer_idx, hidden, importance_for(b))
-            reduction = self.method.step(call.samples[b].state, layer_input)
+            reduction = call.method.step(call.samples[b].state, layer_input)
             if reduction is not None:
                 reductions[b] = reduction
         if not reductions:
@@ -332,10 +428,10 @@ class FrameFusionHandle:
         for b, sample in enumerate(call.samples):
             if sample.state is None:
                 continue
-            if layer_idx >= call.first_layer and self.method.active(sample.state):
+            if layer_idx >= call.first_layer and call.method.active(sample.state):
                 live.append(b)
             else:
-                self.method.idle(sample.state, len(sample.vision_slots))
+                call.method.idle(sample.state, len(sample.vision_slots))
         return live
 
     def _apply_reduction(self, sample: _Sample, layer_idx: int, row: torch.Tensor, red) -> torch.Tensor:
@@ -446,11 +542,16 @@ class FrameFusionHandle:
                 per_layer.append([0] * self.num_layers)
                 achieved.append(1.0)
             else:
-                per_layer.append(self.method.counts(sample.state))
-                achieved.append(self.method.achieved_cost(sample.state))
+                per_layer.append(call.method.counts(sample.state))
+                achieved.append(call.method.achieved_cost(sample.state))
         kept = [sample.kept for sample in call.samples]
         decisions = [sample.decisions for sample in call.samples]
         timer = call.timer
+        if call.generation is not None and call.generation.decisions is None:
+            call.generation.decisions = decisions
+        if call.cache is not None and call.book is not None:
+            write_book(call.cache, call.book)
+        call.cache = None  # do not keep the cache alive from this thread's state
 
         def build() -> ReductionReport:
             return ReductionReport(
@@ -487,42 +588,48 @@ class FrameFusionHandle:
             self._last_report = report
 
     # ----------------------------------------------------------------- decode
-    def _decode_layer(self, call: _Call, layer_idx: int, hidden, args, kwargs):
-        valid = call.layer_valid.get(layer_idx)
-        if valid is None:
-            return None  # this layer's cache has every token: the model's own mask is right
+    def _decode_layer(self, step: _Step, layer_idx: int, hidden, args, kwargs):
+        book = step.book
+        valid = book.layer_valid.get(layer_idx)  # (b, prefill) real key slots of this layer's prefill
         cache = _cache(kwargs)
-        if cache is None:
-            return None
+        if valid is None or cache is None:
+            return None  # this layer's cache has every token: the model's own mask is right
         q = hidden.shape[1]
-        prefill = call.layer_length[layer_idx]
-        earlier = cache.get_seq_length(layer_idx) - prefill  # decode tokens already cached
-        step = call.decode_mask
-        width = earlier + q
-        if isinstance(step, torch.Tensor) and step.ndim == 2 and step.shape[1] >= width:
-            new_valid = step[:, step.shape[1] - width :].bool().to(valid.device)
-        else:
-            new_valid = torch.ones(valid.shape[0], width, dtype=torch.bool, device=valid.device)
-        keys = torch.cat([valid, new_valid], dim=1)  # (b, K)
-        impl = call.attention
+        impl = step.attention
         # The decode columns of the mask are ones (as generate extends it), so the keys are all
         # valid exactly when this layer's prefill slots had no padding: known without a device read.
-        all_valid = not call.layer_padded[layer_idx]
-        if impl.startswith("flash"):
-            mask = None if all_valid else keys.long()
-        elif impl == "sdpa" and q == 1 and all_valid:
-            mask = None
+        if not book.layer_padded[layer_idx] and (impl.startswith("flash") or (impl == "sdpa" and q == 1)):
+            mask = None  # plain causal over every cached key: no tensor work per step
         else:
-            total = keys.shape[1]
-            rows = torch.arange(q, device=keys.device)[:, None] + prefill + earlier
-            cols = torch.arange(total, device=keys.device)[None, :]
-            allowed = (cols <= rows)[None] & keys[:, None, :]
-            allowed[:, torch.arange(q), prefill + earlier + torch.arange(q)] = True
-            mask = _as_impl_mask(allowed[:, None], impl, hidden.dtype)
+            prefill = book.layer_length[layer_idx]
+            earlier = true_length(cache, layer_idx) - prefill  # tokens cached after the prefill
+            key = (id(valid), prefill, earlier, q, hidden.dtype)  # layers reduced together share it
+            if key not in step.masks:
+                step.masks[key] = _continuation_mask(valid, step.mask, earlier, q, impl, hidden.dtype)
+            mask = step.masks[key]
         kwargs = dict(kwargs, attention_mask=mask)
         if impl.startswith("flash"):
             kwargs["position_ids"] = None
         return args, kwargs
+
+
+def _continuation_mask(valid, call_mask, earlier: int, q: int, impl: str, dtype: torch.dtype):
+    """Mask of q new tokens over a shortened layer's keys: the prefill's slots (``valid``, (b, P)),
+    the ``earlier`` tokens cached since, then the new ones (causal among themselves)."""
+    prefill = valid.shape[1]
+    width = earlier + q
+    if isinstance(call_mask, torch.Tensor) and call_mask.ndim == 2 and call_mask.shape[1] >= width:
+        new_valid = call_mask[:, call_mask.shape[1] - width :].bool().to(valid.device)
+    else:
+        new_valid = torch.ones(valid.shape[0], width, dtype=torch.bool, device=valid.device)
+    keys = torch.cat([valid, new_valid], dim=1)  # (b, K)
+    if impl.startswith("flash"):
+        return keys.long()
+    rows = torch.arange(q, device=keys.device)[:, None] + prefill + earlier
+    cols = torch.arange(keys.shape[1], device=keys.device)[None, :]
+    allowed = (cols <= rows)[None] & keys[:, None, :]
+    allowed[:, torch.arange(q), prefill + earlier + torch.arange(q)] = True  # no empty rows
+    return _as_impl_mask(allowed[:, None], impl, dtype)
 
 
 # --------------------------------------------------------------------- helpers
@@ -540,6 +647,57 @@ def _host_copies(inputs: dict) -> dict:
         host[k] = flat[offset : offset + t.numel()].view(t.shape).to(t.dtype)
         offset += t.numel()
     return host
+
+
+def _row_repeats(host: dict) -> int:
+    """e > 1 if the batch is each of its distinct rows repeated e times in a row (generate's
+    expansion for beams / num_return_sequences: ids and mask equal within each group), else 1."""
+    ids = host["input_ids"]
+    mask = host.get("attention_mask")
+    rows = ids if not isinstance(mask, torch.Tensor) or mask.shape != ids.shape else torch.cat([ids, mask.long()], 1)
+    batch = rows.shape[0]
+    for repeats in range(batch, 1, -1):
+        if batch % repeats == 0 and torch.equal(rows, rows[::repeats].repeat_interleave(repeats, dim=0)):
+            return repeats
+    return 1
+
+
+def _every_nth_row(host: dict, n: int) -> dict:
+    """``host`` with its per-row (b, L) tensors cut to rows 0, n, 2n, ..."""
+    batch, length = host["input_ids"].shape
+    out = dict(host)
+    for key, value in host.items():
+        if isinstance(value, torch.Tensor) and value.shape[:2] == (batch, length):
+            out[key] = value[::n]
+    return out
+
+
+def _wrap_generate(model: nn.Module, local: threading.local):
+    """model.generate, marking the thread as inside one generate call; returns a remover."""
+    original = model.generate
+
+    @functools.wraps(original)
+    def generate(*args, **kwargs):
+        outer = getattr(local, "generation", None)
+        local.generation = _Generation()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            local.generation = outer
+
+    model.generate = generate
+    return _InstanceAttribute(model, "generate")
+
+
+class _InstanceAttribute:
+    """Removes an attribute set on an instance, uncovering the class's own."""
+
+    def __init__(self, obj, name: str):
+        self.obj, self.name = obj, name
+
+    def remove(self) -> None:
+        if self.name in vars(self.obj):
+            delattr(self.obj, self.name)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -631,6 +789,12 @@ def apply(
     existing = getattr(model, "_framefusion_handle", None)
     if existing is not None and existing.active:
         raise RuntimeError("framefusion is already applied to this model; call handle.remove() first, then apply again")
+    owner = next((_OWNERS[layer] for layer in adapter.decoder_layers() if layer in _OWNERS), None)
+    if owner is not None and owner.active:
+        raise RuntimeError(
+            f"framefusion is already applied to this model's decoder (through {type(owner.model).__name__}); "
+            "call that handle's remove() first, then apply again"
+        )
     handle = FrameFusionHandle(model, method, adapter, cost)
     model._framefusion_handle = handle
     return handle

@@ -8,7 +8,7 @@ import torch
 from conftest import greedy, probe_and_eager_attention, replay_logits
 
 import framefusion
-from framefusion import FrameFusionConfig
+from framefusion import FrameFusionConfig, Replay
 from framefusion.adapters import adapter_for
 from framefusion.bench import output_cache
 from framefusion.models.zoo import build, video_inputs
@@ -222,3 +222,176 @@ def test_attention_probe_equals_the_layers_own_attention(family, videos):
     inputs = video_inputs(processor, ["What moves?"], [videos[8]])
     for _, probs, eager in probe_and_eager_attention(model, adapter_for(model, processor), inputs):
         torch.testing.assert_close(probs, eager, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------- every generate / forward mode
+MERGE_ONLY = FrameFusionConfig(cost=0.3, prune=False)  # decisions depend on the video alone
+REDUCE = FrameFusionConfig(cost=0.3, similarity_threshold=0.9)
+
+
+def _per_token(inputs):
+    """The (b, L) tensors of ``inputs``: what a later call over the same sequence passes again."""
+    length = inputs["input_ids"].shape[1]
+    return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.shape[:2] == (1, length)}
+
+
+def _extend(inputs, new_ids):
+    """``inputs`` followed by ``new_ids`` (1, n): ids appended, per-token tensors padded (mask 1, else 0)."""
+    out = dict(inputs)
+    length = inputs["input_ids"].shape[1]
+    for key, value in _per_token(inputs).items():
+        fill = new_ids if key == "input_ids" else torch.full_like(new_ids, int(key == "attention_mask"))
+        out[key] = torch.cat([value, fill.to(value.dtype)], dim=1)
+    assert out["input_ids"].shape[1] == length + new_ids.shape[1]
+    return out
+
+
+def _generate(model, inputs, n=3, **kwargs):
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, output_logits=True,
+            return_dict_in_generate=True, **kwargs,
+        )
+    return out, output_cache(out)
+
+
+def _no_media_tokens(model, processor) -> dict:
+    """generate() kwargs that keep a random model from sampling a video/image placeholder, which a
+    cache-free forward over the sequence would then take for media (transformers refuses that)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = set(tokenizer.all_special_ids)
+    for name in ("image_token_id", "video_token_id", "image_token_index", "video_token_index"):
+        value = getattr(model.config, name, None)
+        if isinstance(value, int):
+            ids.add(value)
+    return {"suppress_tokens": sorted(ids)}
+
+
+def _or_skip_if_transformers_fails(run):
+    """run(); GLM-4V's own generate (transformers 5.23/5.24) fails to expand a video batch for
+    beams / several return sequences, untouched: nothing for framefusion to match there."""
+    try:
+        return run()
+    except ValueError as error:
+        pytest.skip(f"the untouched model fails: {error}")
+
+
+def test_beams_and_sampled_sequences_at_no_reduction_equal_untouched(family, videos):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
+
+    def run():
+        with torch.no_grad():
+            beams = model.generate(**inputs, max_new_tokens=3, num_beams=2, num_return_sequences=2, do_sample=False)
+            torch.manual_seed(0)
+            sampled = model.generate(**inputs, max_new_tokens=3, do_sample=True, num_return_sequences=2)
+        return beams, sampled
+
+    untouched = _or_skip_if_transformers_fails(run)
+    with framefusion.apply(model, NOOP, processor=processor) as handle:
+        got = run()
+        assert handle.last_report().vision_tokens == [len(_video_token_positions(model, processor, inputs))] * 2
+    assert torch.equal(got[0], untouched[0]) and torch.equal(got[1], untouched[1])
+
+
+def test_reduced_beams_equal_the_cache_free_path(family, videos):
+    """Beam search reorders the shortened cache; the cache-free path (use_cache=False: every step a
+    whole-sequence forward with the first step's decisions replayed) never reorders anything."""
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
+    with torch.no_grad():
+        _or_skip_if_transformers_fails(lambda: model.generate(**inputs, max_new_tokens=1, num_beams=2))
+    with framefusion.apply(model, REDUCE, processor=processor) as handle, torch.no_grad():
+        beams = dict(max_new_tokens=4, num_beams=3, num_return_sequences=2, do_sample=False)
+        beams.update(_no_media_tokens(model, processor))
+        cached = model.generate(**inputs, **beams)
+        report = handle.last_report()
+        free = model.generate(**inputs, **beams, use_cache=False)
+    assert len(report.vision_tokens) == 3 and report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
+    assert torch.equal(cached, free)
+
+
+def test_reduced_sampling_with_two_sequences_equals_its_replay(family, videos):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["What moves?"], [videos[8]])
+    with torch.no_grad():
+        _or_skip_if_transformers_fails(lambda: model.generate(**inputs, max_new_tokens=1, num_beams=2))
+    with framefusion.apply(model, REDUCE, processor=processor) as handle, torch.no_grad():
+        torch.manual_seed(0)
+        out = model.generate(
+            **inputs, max_new_tokens=3, min_new_tokens=3, do_sample=True, num_return_sequences=2,
+            output_logits=True, return_dict_in_generate=True, **_no_media_tokens(model, processor),
+        )
+        report = handle.last_report()
+    assert len(report.decisions) == 2 and report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
+    prompt = inputs["input_ids"].shape[1]
+    step_logits = torch.stack(out.logits, dim=1)  # (2, 3, vocab)
+    for row in range(2):  # each sequence against a cache-free replay of its own row's decisions
+        tokens = out.sequences[row : row + 1, prompt:]
+        replayed = replay_logits(model, inputs, tokens, [report.decisions[row]], processor)
+        torch.testing.assert_close(replayed, step_logits[row : row + 1], atol=2e-5, rtol=1e-5)
+
+
+def test_use_cache_false_gives_the_tokens_of_use_cache_true(family, videos):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["Which object moves first?"], [videos[16]])
+    with framefusion.apply(model, REDUCE, processor=processor) as handle:
+        cached, _ = _generate(model, inputs, n=4)
+        counts = handle.last_report().vision_tokens_per_layer
+        free, _ = _generate(model, inputs, n=4, use_cache=False)
+        assert handle.last_report().vision_tokens_per_layer == counts  # the last step replayed the first
+    assert counts[0][-1] < handle.last_report().vision_tokens[0]
+    assert torch.equal(cached.sequences, free.sequences)
+    torch.testing.assert_close(torch.stack(free.logits), torch.stack(cached.logits), atol=2e-5, rtol=1e-5)
+
+
+def test_multi_turn_chat_with_a_reused_cache(family, videos):
+    """Turn after turn, each passing the previous turn's cache back with only the conversation's
+    ids: equal to a fresh generate over the whole conversation (decisions that depend on the video
+    alone), and to a cache-free forward over it with the first turn's decisions replayed."""
+    model, processor = tiny(family)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    inputs = video_inputs(processor, ["What moves?"], [videos[16]])
+    with framefusion.apply(model, MERGE_ONLY, processor=processor) as handle:
+        out, cache = _generate(model, inputs)
+        decisions = handle.last_report().decisions
+        assert handle.last_report().vision_tokens_per_layer[0][-1] < handle.last_report().vision_tokens[0]
+        conversation = inputs
+        for text in ["And then, what colour is it?", "Is anything else on screen?"]:
+            # the untouched length: every token so far but the last generated one (not fed yet)
+            assert cache.get_seq_length() == out.sequences.shape[1] - 1
+            answer = out.sequences[:, conversation["input_ids"].shape[1] :]
+            conversation = _extend(conversation, torch.cat([answer, tokenizer(text, return_tensors="pt")["input_ids"]], 1))
+            out, cache = _generate(model, _per_token(conversation), past_key_values=cache)
+            fresh, _ = _generate(model, conversation)
+            assert torch.equal(out.sequences, fresh.sequences)
+            torch.testing.assert_close(torch.stack(out.logits), torch.stack(fresh.logits), atol=2e-5, rtol=1e-5)
+    with framefusion.apply(model, Replay(decisions), processor=processor), torch.no_grad():
+        replayed = model(**conversation, use_cache=False).logits[:, -1]
+    torch.testing.assert_close(replayed, out.logits[0], atol=2e-5, rtol=1e-5)
+
+
+def test_forward_keeps_the_input_length_and_scores_with_labels(family, videos):
+    model, processor = tiny(family)
+    inputs = video_inputs(processor, ["What moves?"], [videos[16]])
+    length = inputs["input_ids"].shape[1]
+    labels = inputs["input_ids"].clone()
+    labels[:, : length - 4] = -100  # score the last tokens only, as multiple-choice scoring does
+    with torch.no_grad():
+        untouched = model(**inputs, labels=labels)
+    with framefusion.apply(model, NOOP, processor=processor), torch.no_grad():
+        same = model(**inputs, labels=labels)
+    assert torch.equal(same.logits, untouched.logits) and torch.equal(same.loss, untouched.loss)
+    with framefusion.apply(model, REDUCE, processor=processor) as handle, torch.no_grad():
+        reduced = model(**inputs, labels=labels)
+        kept = handle.last_report().kept_positions[0]
+        last_only = model(**inputs, logits_to_keep=1).logits
+    assert reduced.logits.shape == untouched.logits.shape
+    removed = sorted(set(range(length)) - set(kept))
+    assert removed and removed == torch.isnan(reduced.logits[0]).all(-1).nonzero().flatten().tolist()
+    assert torch.isfinite(reduced.logits[0, kept]).all()
+    torch.testing.assert_close(reduced.logits[:, -1:], last_only, atol=1e-5, rtol=1e-5)
+    # the loss: mean cross-entropy of each label scored by a kept row (the previous position)
+    rows = [t - 1 for t in range(1, length) if labels[0, t] != -100 and t - 1 in kept]
+    expected = torch.nn.functional.cross_entropy(reduced.logits[0, rows].float(), labels[0, [r + 1 for r in rows]])
+    torch.testing.assert_close(reduced.loss, expected)

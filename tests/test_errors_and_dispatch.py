@@ -128,3 +128,28 @@ def test_inputs_embeds_without_ids_warns_and_reduces_nothing(processors, videos,
             got = model.model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).last_hidden_state
     assert "without input_ids" in caplog.text
     assert got.shape == base.shape
+
+
+def test_apply_inside_an_applied_model_and_the_reverse_are_refused(processors):
+    model = build_tiny_model("qwen2_vl", processor=processors["qwen2_vl"])
+    with framefusion.apply(model, FrameFusionConfig()):
+        with pytest.raises(RuntimeError, match="already applied to this model's decoder"):
+            framefusion.apply(model.model, FrameFusionConfig())
+    with framefusion.apply(model.model, FrameFusionConfig()):
+        with pytest.raises(RuntimeError, match="already applied"):
+            framefusion.apply(model, FrameFusionConfig())
+    framefusion.apply(model, FrameFusionConfig()).remove()  # nothing left behind
+
+
+def test_copying_or_pickling_an_applied_model_says_to_remove_first(processors, tmp_path):
+    import copy
+    import pickle
+
+    model = build_tiny_model("qwen2_vl", processor=processors["qwen2_vl"])
+    with framefusion.apply(model, FrameFusionConfig()):
+        for attempt in (lambda: copy.deepcopy(model), lambda: pickle.dumps(model), lambda: torch.save(model, tmp_path / "m.pt")):
+            with pytest.raises(TypeError, match=r"remove\(\) first"):
+                attempt()
+        torch.save(model.state_dict(), tmp_path / "state.pt")  # weights can be saved at any time
+    clone = copy.deepcopy(model)  # after remove(): an ordinary model
+    assert all(not m._forward_pre_hooks for m in clone.modules())

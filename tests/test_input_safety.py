@@ -580,7 +580,8 @@ def test_stress_many_generations_do_not_grow_memory_or_state():
             report = handle.last_report()
             batch = inputs["input_ids"].shape[0]
             assert len(report.vision_tokens) == batch and len(report.decisions) == batch  # replaced, not appended
-            assert set(vars(handle._local)) <= {"call", "report", "recorded"} and not handle._local.recorded
+            assert set(vars(handle._local)) <= {"call", "step", "report", "recorded", "labels", "generation"}
+            assert not handle._local.recorded and handle._local.generation is None
             state = _tensors(vars(handle._local))
             # no (L x L) mask or per-layer copies kept after the call: O(batch x length) elements
             assert sum(t.numel() for t in state) <= 16 * inputs["input_ids"].numel()

@@ -122,17 +122,6 @@ class Adapter(ABC):
     def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
         """One layout per sample from the input module's kwargs; None if the inputs carry no ids."""
 
-    def decode_position_ids(self, untouched_length: int, q: int, inputs: dict[str, Any]) -> torch.Tensor | None:
-        """position_ids for ``q`` new tokens when a decode call passes none (a hand-written loop).
-
-        ``untouched_length`` is the cache length the untouched model would have. Default: 1-D
-        positions continuing from it.
-        """
-        ref = inputs.get("input_ids")
-        ref = ref if ref is not None else inputs["inputs_embeds"]
-        pos = torch.arange(untouched_length, untouched_length + q, device=ref.device)
-        return pos[None].expand(ref.shape[0], -1)
-
     def attention_probe(
         self, layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, float]:

@@ -45,15 +45,6 @@ class Qwen2VLAdapter(Adapter):
         base.get_video_features = get_video_features
         return [_InstanceAttribute(base, "get_video_features")]
 
-    def decode_position_ids(self, untouched_length: int, q: int, inputs: dict[str, Any]) -> torch.Tensor | None:
-        # What the untouched model computes without position_ids: cache length + rope delta.
-        deltas = self._base().rope_deltas
-        if deltas is None:
-            return None
-        pos = super().decode_position_ids(untouched_length, q, inputs)
-        pos = pos + deltas.to(pos.device).reshape(-1, 1)
-        return pos[None].expand(3, -1, -1)
-
     def _video_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
         """(b, L) bool: the video tokens (frame content only)."""
         type_ids = inputs.get("mm_token_type_ids")

@@ -258,3 +258,48 @@ def test_lmms_eval_log_prints_each_prefill_once(shipped, test_items):
     with torch.no_grad():  # removed with the handle
         model(**inputs)
     assert len(stream.getvalue().splitlines()) == 1
+
+
+def _log_likelihoods(model, processor, item, choices):
+    """Multiple-choice scoring as lmms-eval's log-likelihood path does it: one forward per choice
+    over prompt + choice with the prompt's labels at -100; (-loss, greedy-match) per choice, the
+    greedy match read by slicing the logits from the prompt's end."""
+    prompt = qa.chat_text(processor, item.question)
+    scores = []
+    for choice in choices:
+        inputs = processor(text=[prompt + choice], videos=[item.video], return_tensors="pt")
+        context = len(processor(text=[prompt], videos=[item.video], return_tensors="pt")["input_ids"][0])
+        labels = inputs["input_ids"].clone()
+        labels[:, :context] = -100
+        with torch.no_grad():
+            out = model(**inputs, labels=labels)
+        greedy = out.logits.argmax(-1)[:, context - 1 : -1]
+        scores.append((float(-out.loss), bool((greedy == inputs["input_ids"][:, context:]).all())))
+    return scores
+
+
+def test_multiple_choice_log_likelihood_scoring_works_with_framefusion(shipped, test_items):
+    import framefusion
+
+    model, processor = shipped
+    items = test_items[:12]
+
+    def answers():
+        picked, scores = [], []
+        for item in items:
+            choices = qa.ANSWERS[item.kind]
+            per_choice = _log_likelihoods(model, processor, item, choices)
+            scores.append(per_choice)
+            picked.append(choices[max(range(len(choices)), key=lambda i: per_choice[i][0])])
+        return picked, scores
+
+    untouched, untouched_scores = answers()
+    with framefusion.apply(model, FrameFusionConfig(cost=1.0, similarity_threshold=1.5)):
+        same, same_scores = answers()
+    assert same_scores == untouched_scores  # bit for bit at no reduction
+    with framefusion.apply(model, FrameFusionConfig(cost=0.3)) as handle:
+        reduced, reduced_scores = answers()
+        assert handle.last_report().achieved_cost[0] <= 0.3
+    correct = [sum(a == item.answer for a, item in zip(run, items)) for run in (untouched, reduced)]
+    assert correct[0] >= 10 and correct[1] >= correct[0] - 1, correct
+    assert all(np.isfinite(s) for per_choice in reduced_scores for s, _ in per_choice)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .adapters import Adapter, VideoLayout, adapter_for
+from .adapters.base import InstanceAttribute
 from .algorithm import true_indices
 from .cache_book import CacheBook, book_of, true_length, write_book
 from .config import FrameFusionConfig
@@ -259,6 +260,7 @@ class FrameFusionHandle:
         if seen == 0:
             self._local.call = self._start_call(kwargs, input_ids)
             return None
+        self._local.recorded = {}  # a video of a later turn is not reduced: nothing to carry to the next prefill
         book = book_of(cache)
         if book is not None:  # the cache reports untouched lengths: positions need no help
             self._local.step = _Step(book, kwargs.get("attention_mask"), _attention_impl(self.adapter))
@@ -686,18 +688,8 @@ def _wrap_generate(model: nn.Module, local: threading.local):
             local.generation = outer
 
     model.generate = generate
-    return _InstanceAttribute(model, "generate")
+    return InstanceAttribute(model, "generate")
 
-
-class _InstanceAttribute:
-    """Removes an attribute set on an instance, uncovering the class's own."""
-
-    def __init__(self, obj, name: str):
-        self.obj, self.name = obj, name
-
-    def remove(self) -> None:
-        if self.name in vars(self.obj):
-            delattr(self.obj, self.name)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

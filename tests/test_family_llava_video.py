@@ -240,3 +240,47 @@ def test_layout_from_token_ids_alone(family, videos):
     if family == "llava_onevision":  # the newline makes a run of two videos an invalid single video
         with pytest.raises(ValueError, match="not a whole number of videos"):
             adapter.video_layouts({"input_ids": adjacent["input_ids"]})
+
+
+def test_a_video_in_a_later_turn_continues_the_reduced_cache_exactly(family, videos):
+    """Turn two passes turn one's (reduced) cache, the conversation's ids and the NEW video's pixels
+    only (transformers supports this for these families): the new video is not reduced, and the
+    answer equals a cache-free forward over the whole conversation with turn one's decisions
+    replayed (and the new video's tokens all kept)."""
+    from framefusion import Replay
+    from framefusion.bench import output_cache
+    from framefusion.report import Decision
+
+    model, processor = tiny(family)
+    new_video = make_synthetic_video(num_frames=NUM_FRAMES, size=112, seed=5)
+    first = [{"role": "user", "content": [{"type": "video", "video": videos[8]}, {"type": "text", "text": "What moves?"}]}]
+    later = [{"role": "user", "content": [{"type": "video", "video": new_video}, {"type": "text", "text": "And now?"}]}]
+    answer = [{"role": "assistant", "content": [{"type": "text", "text": "A red shape."}]}]
+
+    def encode(conversation):
+        return processor.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+
+    turn1, whole, new_pixels = encode(first), encode(first + answer + later), encode(later)
+    turn2 = {k: v for k, v in whole.items() if not k.startswith("pixel_values")}
+    turn2.update({k: v for k, v in new_pixels.items() if k.startswith("pixel_values")})
+    with framefusion.apply(model, FrameFusionConfig(cost=0.3), processor=processor) as handle, torch.no_grad():
+        cache = output_cache(model(**turn1, use_cache=True))
+        report = handle.last_report()
+        out = model.generate(
+            **turn2, past_key_values=cache, max_new_tokens=1, do_sample=False, output_logits=True,
+            return_dict_in_generate=True,
+        )
+    assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
+    new_tokens = len(adapter_for(model, processor).video_layouts(dict(whole))[0]) - report.vision_tokens[0]
+    # turn one's decisions over both videos: the new video's tokens stay, each its own group
+    decisions, present = [], report.vision_tokens[0]
+    for d in report.decisions[0]:
+        keep = torch.cat([d.keep, torch.ones(new_tokens, dtype=torch.bool)])
+        root = None if d.root is None else torch.cat([d.root, torch.arange(new_tokens) + present])
+        decisions.append(Decision(d.layer, d.kind, keep, root))
+        present = int(d.keep.sum())
+    with framefusion.apply(model, Replay([decisions]), processor=processor), torch.no_grad():
+        replayed = model(**whole, use_cache=False).logits[:, -1]
+    torch.testing.assert_close(out.logits[0], replayed, atol=2e-5, rtol=1e-5)

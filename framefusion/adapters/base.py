@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Adapter", "VideoLayout"]
+__all__ = ["Adapter", "InstanceAttribute", "VideoLayout"]
 
 
 @dataclass
@@ -157,3 +157,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
     return x * cos + _rotate_half(x) * sin
+
+
+class InstanceAttribute:
+    """Handle for an attribute set on an instance (a wrapped method): ``remove()`` deletes it,
+    uncovering the class's own."""
+
+    def __init__(self, obj, name: str):
+        self.obj, self.name = obj, name
+
+    def remove(self) -> None:
+        if self.name in vars(self.obj):
+            delattr(self.obj, self.name)

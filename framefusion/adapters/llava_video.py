@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoLayout
+from .base import Adapter, InstanceAttribute, VideoLayout
 
 __all__ = ["LlavaNextVideoAdapter", "LlavaOnevisionAdapter", "VideoLlavaAdapter"]
 
@@ -64,7 +64,7 @@ class _LlavaVideoAdapter(Adapter):
             return original(pixel_values_videos, *args, **kwargs)
 
         base.get_video_features = get_video_features
-        return [_InstanceAttribute(base, "get_video_features")]
+        return [InstanceAttribute(base, "get_video_features")]
 
     def _frames_per_video(self, inputs: dict[str, Any], total: int) -> int | None:
         """Frames of each video: from the pixels of a plain forward, else from the recorded shape if it
@@ -154,13 +154,3 @@ class VideoLlavaAdapter(_LlavaVideoAdapter):
     def patches_per_frame(self) -> int:
         return self._grid() ** 2
 
-
-class _InstanceAttribute:
-    """Removes an attribute set on an instance, uncovering the class's own."""
-
-    def __init__(self, obj, name: str):
-        self.obj, self.name = obj, name
-
-    def remove(self) -> None:
-        if self.name in vars(self.obj):
-            delattr(self.obj, self.name)

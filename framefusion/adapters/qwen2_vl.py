@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoLayout
+from .base import Adapter, InstanceAttribute, VideoLayout
 
 __all__ = ["Qwen2VLAdapter"]
 
@@ -43,7 +43,7 @@ class Qwen2VLAdapter(Adapter):
             return original(pixel_values_videos, video_grid_thw, *args, **kwargs)
 
         base.get_video_features = get_video_features
-        return [_InstanceAttribute(base, "get_video_features")]
+        return [InstanceAttribute(base, "get_video_features")]
 
     def _video_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
         """(b, L) bool: the video tokens (frame content only)."""
@@ -94,13 +94,3 @@ class Qwen2VLAdapter(Adapter):
                 layouts.append(VideoLayout.empty(device))
         return layouts
 
-
-class _InstanceAttribute:
-    """Removes an attribute set on an instance, uncovering the class's own."""
-
-    def __init__(self, obj, name: str):
-        self.obj, self.name = obj, name
-
-    def remove(self) -> None:
-        if self.name in vars(self.obj):
-            delattr(self.obj, self.name)

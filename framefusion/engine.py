@@ -86,6 +86,11 @@ class _Call:
     book: CacheBook | None = None  # shortened layers so far; written to the cache at the end
     cache: Any = None  # the KV cache of this prefill (held only while it runs)
     generation: "_Generation | None" = None  # the enclosing generate call, if any
+    # A call that brings a video to a conversation whose cache holds earlier turns: what the cache
+    # held (its book, its untouched length) and, per layer, the keys it held before this call.
+    prefix: "_Step | None" = None
+    offset: int = 0  # untouched length of the cache before this call (positions are relative to it)
+    prefix_held: dict = field(default_factory=dict)  # layer -> keys held before this call
     prefill_done: bool = False
     layers_seen: int = 0
 
@@ -260,13 +265,17 @@ class FrameFusionHandle:
         if seen == 0:
             self._local.call = self._start_call(kwargs, input_ids)
             return None
-        self._local.recorded = {}  # a video of a later turn is not reduced: nothing to carry to the next prefill
         book = book_of(cache)
+        step = _Step(book or CacheBook(seen), kwargs.get("attention_mask"), _attention_impl(self.adapter))
+        if getattr(self._local, "recorded", None):  # the vision tower ran: a video arrives in a later turn
+            self._local.call = self._start_call(kwargs, input_ids, prefix=step)
+            if self._local.call is not None:
+                return None
         if book is not None:  # the cache reports untouched lengths: positions need no help
-            self._local.step = _Step(book, kwargs.get("attention_mask"), _attention_impl(self.adapter))
+            self._local.step = step
         return None
 
-    def _start_call(self, kwargs: dict, input_ids) -> _Call | None:
+    def _start_call(self, kwargs: dict, input_ids, prefix: "_Step | None" = None) -> _Call | None:
         if input_ids is None or input_ids.ndim != 2:
             if not self._warned_no_ids:
                 self._warned_no_ids = True
@@ -282,12 +291,15 @@ class FrameFusionHandle:
         inputs = dict(recorded, input_ids=input_ids)
         inputs.update({k: v for k, v in kwargs.items() if v is not None})
         host = _host_copies(inputs)  # the one read of the call start: ids, masks, grids
-        layouts = self._layouts(host, generation)
         batch, length = input_ids.shape
+        if prefix is not None:  # the mask covers the cached turns too: this call's columns are the last
+            host = {k: v[:, -length:] if k == "attention_mask" and v.ndim == 2 else v for k, v in host.items()}
+        layouts = self._layouts(host, generation)
         mask = host.get("attention_mask")
         valid = mask.bool() if isinstance(mask, torch.Tensor) and mask.ndim == 2 else torch.ones(batch, length, dtype=torch.bool)
         if layouts is None or all(len(layout) == 0 for layout in layouts):
-            self._store_report(self._empty_report(batch, [r.nonzero().flatten().tolist() for r in valid]))
+            if prefix is None:
+                self._store_report(self._empty_report(batch, [r.nonzero().flatten().tolist() for r in valid]))
             return None
         device = input_ids.device
         if kwargs.get("use_cache") is not False:
@@ -304,7 +316,9 @@ class FrameFusionHandle:
             _ReductionTimer(),
             method,
             generation=generation,
-            valid=kwargs["attention_mask"].bool() if padded else None,
+            prefix=prefix,
+            offset=prefix.book.length if prefix is not None else 0,
+            valid=kwargs["attention_mask"][:, -length:].bool() if padded else None,
             attention=_attention_impl(self.adapter),
             first_layer=self.adapter.first_reducible_layer(host),
         )
@@ -362,31 +376,61 @@ class FrameFusionHandle:
         device = hidden.device
         mark = call.timer.start(device)
         call.layers_seen += 1
+        if call.prefix is not None:
+            call.prefix_held[layer_idx] = true_length(call.cache, layer_idx)
         full_cos, full_sin = kwargs["position_embeddings"]
         batch = hidden.shape[0]
         full_cos, full_sin = full_cos.expand(batch, -1, -1), full_sin.expand(batch, -1, -1)
         before = call.index
         cos, sin = self._positions(call, full_cos, full_sin)
         hidden = self._reduce(call, layer_idx, layer, hidden, cos, sin)
+        result = None
         if call.index is not None:
             if call.index is not before:
                 cos, sin = self._positions(call, full_cos, full_sin)
             kwargs = dict(kwargs)
             kwargs["position_embeddings"] = (cos, sin)
-            kwargs["attention_mask"] = self._prefill_mask(call, hidden.dtype)
+            prefix_valid = self._prefix_valid(call, layer_idx)
+            kwargs["attention_mask"] = self._prefill_mask(call, hidden.dtype, prefix_valid)
             kwargs["position_ids"] = None
-            book = call.book = call.book or CacheBook(call.length)
-            book.layer_valid[layer_idx] = call.valid
-            book.layer_padded[layer_idx] = call.padded
-            book.layer_length[layer_idx] = call.valid.shape[1]
+            self._book_layer(call, layer_idx, prefix_valid)
             if args:
                 args = (hidden,) + tuple(args[1:])
             else:
                 kwargs["hidden_states"] = hidden
+            result = args, kwargs
+        elif call.prefix is not None:  # not reduced yet here: a continuation over the earlier turns
+            result = self._decode_layer(call.prefix, layer_idx, hidden, args, kwargs)
         call.timer.stop(mark, device)
         if layer_idx == self.num_layers - 1:
             self._finish_prefill(call)
-        return (args, kwargs) if call.index is not None else None
+        return result
+
+    def _prefix_valid(self, call: _Call, layer_idx: int) -> torch.Tensor | None:
+        """(b, held) which of the keys that layer ``layer_idx`` held before this call are real; None
+        for a call without earlier turns."""
+        if call.prefix is None:
+            return None
+        held = call.prefix_held[layer_idx]
+        earlier = call.prefix.book.layer_valid.get(layer_idx)
+        batch, device = call.valid.shape[0], call.valid.device
+        if earlier is None:
+            return torch.ones(batch, held, dtype=torch.bool, device=device)
+        later = torch.ones(batch, held - earlier.shape[1], dtype=torch.bool, device=device)  # decoded since
+        return torch.cat([earlier.to(device), later], dim=1)
+
+    @staticmethod
+    def _book_layer(call: _Call, layer_idx: int, prefix_valid: torch.Tensor | None) -> None:
+        """Record what layer ``layer_idx``'s cache will hold after this call: every key it held
+        before (``prefix_valid``) and the slots present now."""
+        book = call.book = call.book or CacheBook(call.offset + call.length)
+        if prefix_valid is None:
+            book.layer_valid[layer_idx] = call.valid
+            book.layer_padded[layer_idx] = call.padded
+        else:
+            book.layer_valid[layer_idx] = torch.cat([prefix_valid, call.valid], dim=1)
+            book.layer_padded[layer_idx] = call.padded or call.prefix.book.layer_padded.get(layer_idx, False)
+        book.layer_length[layer_idx] = book.layer_valid[layer_idx].shape[1]
 
     @staticmethod
     def _positions(call: _Call, full_cos: torch.Tensor, full_sin: torch.Tensor):
@@ -405,7 +449,7 @@ class FrameFusionHandle:
         def importance_for(b: int):
             def compute():
                 if not scores_cache:
-                    scores_cache.append(self._importance(call, layer, hidden, cos, sin))
+                    scores_cache.append(self._importance(call, layer_idx, layer, hidden, cos, sin))
                 return scores_cache[0][b, self._vision_slots_in_hidden(call, b)]
 
             return compute
@@ -497,8 +541,9 @@ class FrameFusionHandle:
         call.mask_cache = None
         return packed
 
-    def _importance(self, call: _Call, layer, hidden, cos, sin) -> torch.Tensor:
-        """(b, Lc) attention of each row's last token to every slot, averaged over heads (float32)."""
+    def _importance(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
+        """(b, Lc) attention of each row's last token to every slot, averaged over heads (float32).
+        In a call that continues earlier turns, the keys those turns cached share the softmax."""
         device = _execution_device(layer, hidden.device)
         if not call.padded:
             last = torch.full((hidden.shape[0],), hidden.shape[1] - 1, dtype=torch.long)
@@ -513,23 +558,35 @@ class FrameFusionHandle:
         logits = torch.einsum("bhd,bhld->bhl", q.float(), k.float()) * scaling
         if call.padded:
             logits = logits.masked_fill(~call.valid.to(device)[:, None, :], float("-inf"))
-        return logits.softmax(dim=-1).mean(dim=1).to(hidden.device)
+        earlier = 0
+        if call.prefix is not None and call.prefix_held[layer_idx]:
+            cached = call.cache.layers[layer_idx].keys.to(device).repeat_interleave(groups, dim=1)  # (b, h, P, d)
+            cached_logits = torch.einsum("bhd,bhld->bhl", q.float(), cached.float()) * scaling
+            real = self._prefix_valid(call, layer_idx).to(device)
+            logits = torch.cat([cached_logits.masked_fill(~real[:, None, :], float("-inf")), logits], dim=-1)
+            earlier = cached.shape[2]
+        return logits.softmax(dim=-1)[..., earlier:].mean(dim=1).to(hidden.device)
 
-    def _prefill_mask(self, call: _Call, dtype: torch.dtype):
+    def _prefill_mask(self, call: _Call, dtype: torch.dtype, prefix_valid: torch.Tensor | None = None):
+        """Mask of the present slots (causal, padding hidden), after the keys earlier turns cached
+        (``prefix_valid`` (b, P): which of them are real) in a call that continues a conversation."""
         impl = call.attention
-        key = (impl, dtype, id(call.index))
+        held = 0 if prefix_valid is None else prefix_valid.shape[1]
+        key = (impl, dtype, id(call.index), held, id(call.prefix.book) if call.prefix is not None else None)
         if call.mask_cache is not None and call.mask_cache[0] == key:
             return call.mask_cache[1]
         valid = call.valid
-        if not call.padded and (impl.startswith("flash") or impl == "sdpa"):
+        keys = valid if prefix_valid is None else torch.cat([prefix_valid, valid], dim=1)  # (b, P + W)
+        if not call.padded and prefix_valid is None and (impl.startswith("flash") or impl == "sdpa"):
             mask = None  # plain causal: flash's and sdpa's is_causal path
         elif impl.startswith("flash"):
-            mask = valid.long()
+            mask = keys.long()
         else:
             width = valid.shape[1]
-            causal = torch.ones(width, width, dtype=torch.bool, device=valid.device).tril()
-            allowed = causal[None] & valid[:, None, :]
-            allowed |= torch.eye(width, dtype=torch.bool, device=valid.device)[None]  # no empty rows
+            rows = torch.arange(width, device=valid.device)[:, None] + held
+            cols = torch.arange(held + width, device=valid.device)[None, :]
+            allowed = (cols <= rows)[None] & keys[:, None, :]  # (b, W, P + W)
+            allowed |= (cols == rows)[None]  # no empty rows
             mask = _as_impl_mask(allowed[:, None], impl, dtype)
         call.mask_cache = (key, mask)
         return mask
@@ -548,9 +605,11 @@ class FrameFusionHandle:
                 achieved.append(call.method.achieved_cost(sample.state))
         kept = [sample.kept for sample in call.samples]
         decisions = [sample.decisions for sample in call.samples]
-        timer = call.timer
+        timer, offset = call.timer, call.offset
         if call.generation is not None and call.generation.decisions is None:
             call.generation.decisions = decisions
+        if call.prefix is not None and call.book is not None:
+            self._carry_earlier_layers(call)
         if call.cache is not None and call.book is not None:
             write_book(call.cache, call.book)
         call.cache = None  # do not keep the cache alive from this thread's state
@@ -564,11 +623,24 @@ class FrameFusionHandle:
                 vision_tokens_per_layer=per_layer,
                 achieved_cost=achieved,
                 reduction_seconds=timer.total(),
-                kept_positions=[k.cpu().tolist() for k in kept],
+                kept_positions=[(k + offset).cpu().tolist() for k in kept],
                 decisions=[[d.cpu() for d in ds] for ds in decisions],
             )
 
         self._store_report(_PendingReport(build))
+
+    def _carry_earlier_layers(self, call: _Call) -> None:
+        """Layers that earlier turns shortened and this call did not: their bookkeeping grows by
+        this call's tokens, all present (the tokens removed before stay removed)."""
+        batch, device = call.valid.shape[0], call.valid.device
+        earlier = call.prefix.book
+        for layer_idx, padded in earlier.layer_padded.items():
+            if layer_idx in call.book.layer_valid:
+                continue
+            now = torch.ones(batch, call.length, dtype=torch.bool, device=device)
+            call.book.layer_valid[layer_idx] = torch.cat([self._prefix_valid(call, layer_idx), now], dim=1)
+            call.book.layer_padded[layer_idx] = padded
+            call.book.layer_length[layer_idx] = call.book.layer_valid[layer_idx].shape[1]
 
     def _empty_report(self, batch: int, kept: list[list[int]]) -> _PendingReport:
         report = ReductionReport(

@@ -8,7 +8,7 @@ adapter. The generic checks are in test_conformance.py.
 
 import pytest
 import torch
-from conftest import greedy
+from conftest import greedy, replay_logits
 
 import framefusion
 from framefusion import FrameFusionConfig
@@ -21,6 +21,7 @@ from framefusion.models.tiny_llava_video import (
     build_tiny_llava_video_processor,
 )
 from framefusion.models.zoo import video_inputs
+from framefusion.report import Decision
 
 FAMILIES = ["llava_onevision", "llava_next_video", "video_llava"]
 # (content tokens per frame, non-content tokens per frame, non-content tokens per video), default frames
@@ -242,14 +243,32 @@ def test_layout_from_token_ids_alone(family, videos):
             adapter.video_layouts({"input_ids": adjacent["input_ids"]})
 
 
-def test_a_video_in_a_later_turn_continues_the_reduced_cache_exactly(family, videos):
+def _combined(first, second, first_tokens, second_tokens):
+    """Two videos' merge decisions (each over its own tokens) as one list over both videos' tokens
+    in sequence order, for a Replay: at each layer, a video without a decision keeps every token."""
+    by_layer = [{d.layer: d for d in ds} for ds in (first, second)]
+    present = [first_tokens, second_tokens]
+    combined = []
+    for layer in sorted(set(by_layer[0]) | set(by_layer[1])):
+        keeps, roots, offset = [], [], 0
+        for v in range(2):
+            d = by_layer[v].get(layer)
+            n = present[v]
+            assert d is None or d.kind == "merge"
+            keeps.append(torch.ones(n, dtype=torch.bool) if d is None else d.keep)
+            roots.append((torch.arange(n) if d is None else d.root) + offset)
+            offset += n
+            present[v] = int(keeps[-1].sum())
+        combined.append(Decision(layer, "merge", torch.cat(keeps), torch.cat(roots)))
+    return combined
+
+
+def test_a_video_in_a_later_turn_is_reduced_on_its_own(family, videos):
     """Turn two passes turn one's (reduced) cache, the conversation's ids and the NEW video's pixels
-    only (transformers supports this for these families): the new video is not reduced, and the
-    answer equals a cache-free forward over the whole conversation with turn one's decisions
-    replayed (and the new video's tokens all kept)."""
-    from framefusion import Replay
+    only (transformers supports this for these families): the new video is reduced on its own
+    budget, and every step equals a cache-free forward over the whole conversation with both
+    turns' decisions replayed."""
     from framefusion.bench import output_cache
-    from framefusion.report import Decision
 
     model, processor = tiny(family)
     new_video = make_synthetic_video(num_frames=NUM_FRAMES, size=112, seed=5)
@@ -265,22 +284,25 @@ def test_a_video_in_a_later_turn_continues_the_reduced_cache_exactly(family, vid
     turn1, whole, new_pixels = encode(first), encode(first + answer + later), encode(later)
     turn2 = {k: v for k, v in whole.items() if not k.startswith("pixel_values")}
     turn2.update({k: v for k, v in new_pixels.items() if k.startswith("pixel_values")})
-    with framefusion.apply(model, FrameFusionConfig(cost=0.3), processor=processor) as handle, torch.no_grad():
+    config = FrameFusionConfig(cost=0.3, prune=False)
+    with framefusion.apply(model, config, processor=processor) as handle, torch.no_grad():
         cache = output_cache(model(**turn1, use_cache=True))
-        report = handle.last_report()
+        report1 = handle.last_report()
         out = model.generate(
-            **turn2, past_key_values=cache, max_new_tokens=1, do_sample=False, output_logits=True,
-            return_dict_in_generate=True,
+            **turn2, past_key_values=cache, max_new_tokens=2, min_new_tokens=2, do_sample=False,
+            output_logits=True, return_dict_in_generate=True,
         )
-    assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0]
-    new_tokens = len(adapter_for(model, processor).video_layouts(dict(whole))[0]) - report.vision_tokens[0]
-    # turn one's decisions over both videos: the new video's tokens stay, each its own group
-    decisions, present = [], report.vision_tokens[0]
-    for d in report.decisions[0]:
-        keep = torch.cat([d.keep, torch.ones(new_tokens, dtype=torch.bool)])
-        root = None if d.root is None else torch.cat([d.root, torch.arange(new_tokens) + present])
-        decisions.append(Decision(d.layer, d.kind, keep, root))
-        present = int(d.keep.sum())
-    with framefusion.apply(model, Replay([decisions]), processor=processor), torch.no_grad():
-        replayed = model(**whole, use_cache=False).logits[:, -1]
-    torch.testing.assert_close(out.logits[0], replayed, atol=2e-5, rtol=1e-5)
+        report2 = handle.last_report()
+    for report in (report1, report2):
+        assert report.vision_tokens_per_layer[0][-1] < report.vision_tokens[0] and report.achieved_cost[0] <= 0.3
+    assert report1.vision_tokens[0] + report2.vision_tokens[0] == len(adapter_for(model, processor).video_layouts(dict(whole))[0])
+    assert min(report2.kept_positions[0]) >= turn1["input_ids"].shape[1]  # positions in the whole conversation
+    decisions = _combined(report1.decisions[0], report2.decisions[0], report1.vision_tokens[0], report2.vision_tokens[0])
+    generated = out.sequences[:, whole["input_ids"].shape[1] :]
+    replayed = replay_logits(model, whole, generated, [decisions], processor)
+    torch.testing.assert_close(torch.stack(out.logits, dim=1), replayed, atol=2e-5, rtol=1e-5)
+    with framefusion.apply(model, FrameFusionConfig(cost=0.1), processor=processor) as handle, torch.no_grad():
+        cache = output_cache(model(**turn1, use_cache=True))  # pruning: importance over both turns' keys
+        model.generate(**turn2, past_key_values=cache, max_new_tokens=2, do_sample=False)
+        pruned = handle.last_report()
+    assert pruned.achieved_cost[0] <= 0.1 and any(d.kind == "prune" for d in pruned.decisions[0])

@@ -54,7 +54,7 @@ def resolve_device(device: Any = "auto"):
         target = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device {device!r} is not valid (--device takes auto, cpu, cuda or cuda:N)") from err
-    if target.type == "cpu":
+    if target.type in ("cpu", "meta"):  # meta: shapes only, e.g. to inspect a real size without memory
         return target
     backend = getattr(torch, target.type, None)
     if backend is None or not hasattr(backend, "is_available") or not backend.is_available():
@@ -129,6 +129,45 @@ def load_model(
     return model.to(target).eval(), processor, what
 
 
+def check_model_spec(spec: str | Path | None) -> None:
+    """Refuse a ``spec`` that cannot load, without loading it: an unknown tiny family, a missing folder,
+    a malformed id, or a hub id that is not cached while the hub cannot be reached (one short request)."""
+    if spec is None:
+        return
+    spec = str(spec)
+    if spec.startswith(TINY_PREFIX):
+        from .models import zoo
+
+        family = spec[len(TINY_PREFIX) :]
+        if family not in zoo.TINY_FAMILIES:
+            raise ValueError(f"unknown tiny family {family!r}; available: {sorted(zoo.TINY_FAMILIES)}")
+    elif not _is_shipped_config(spec):
+        if _is_local(spec):
+            _check_folder(spec)
+        else:
+            _check_hub_id(spec)
+            if not _in_hub_cache(spec):
+                _check_hub_reachable(spec)
+
+
+def _is_local(spec: str) -> bool:
+    return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
+def _check_folder(spec: str) -> None:
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model not found: {spec} (model folder not found: no model in {spec}); {model_forms()}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in the model folder {spec}: not a saved transformers model")
+
+
+def _in_hub_cache(spec: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(spec, "config.json"), str)
+
+
 def _is_shipped_config(spec: str) -> bool:
     from .bench import shipped_configs
 
@@ -163,12 +202,9 @@ def _build_config(name: str, target, dtype, attn_implementation, size, vision_de
 
 def _from_pretrained(spec, target, dtype, attn_implementation, device_map, trust_remote_code) -> tuple[Any, Any]:
     path = Path(spec).expanduser()
-    local = path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1
+    local = _is_local(spec)
     if local:
-        if not path.is_dir():
-            raise FileNotFoundError(f"model not found: {spec} (model folder not found: no model in {spec}); {model_forms()}")
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"no config.json in the model folder {spec}: not a saved transformers model")
+        _check_folder(spec)
     kwargs = dict(
         dtype="auto" if dtype in (None, "auto") else resolve_dtype(dtype, target, None),
         device_map=str(target) if device_map is None else device_map,

@@ -66,12 +66,13 @@ def add_model_arguments(
 
 
 def check_model_arguments(args) -> None:
-    """Refuse a bad device, dtype, attention or thread count before any slow step (video decoding,
-    building a model), and apply --threads."""
+    """Refuse a bad model, device, dtype, attention or thread count before any slow step (video
+    decoding, building a model), and apply --threads."""
     import torch
 
-    from ..loading import check_attn_implementation, resolve_device, resolve_dtype
+    from ..loading import check_attn_implementation, check_model_spec, resolve_device, resolve_dtype
 
+    check_model_spec(args.model)
     resolve_device(args.device)
     resolve_dtype(args.dtype, None, None)
     check_attn_implementation(args.attn_implementation)

@@ -57,14 +57,11 @@ class QAItem:
 
 
 def load_model(path: str | Path | None = None) -> tuple[Any, Any]:
-    """``(model, processor)`` from a saved folder (default: the shipped trained model), offline, eval mode."""
-    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+    """``(model, processor)`` from a saved folder (default: the shipped trained model), offline, eval mode,
+    on the CPU (any form :func:`framefusion.loading.load_model` takes works too)."""
+    from .loading import load_model as load
 
-    path = Path(path) if path else ASSET_MODEL
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no model in {path} (expected config.json and model.safetensors there)")
-    model = Qwen2VLForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    model, processor, _ = load(path or ASSET_MODEL, device="cpu")
     return model, processor
 
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-HELP = "measure adjacent-frame similarity, its layer-wise distribution and ranking consistency; suggest a threshold"
+from .common import add_model_arguments, check_model_arguments
 
-TINY_PREFIX = "tiny:"
+HELP = "measure adjacent-frame similarity, its layer-wise distribution and ranking consistency; suggest a threshold"
 
 
 def add_arguments(p) -> None:
-    p.add_argument(
-        "--model",
-        required=True,
-        help="tiny:FAMILY (a tiny zoo model, e.g. tiny:qwen2_vl), a shipped config name (random weights), "
-        "or a checkpoint path/name",
-    )
+    add_model_arguments(p, required=True)
     p.add_argument("--video", help="video file (default: the shipped demo video)")
     p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from the video")
     p.add_argument(
@@ -43,78 +38,26 @@ def add_arguments(p) -> None:
     p.add_argument("--random-pairs", type=int, default=4096, help="random video-token pairs per layer")
     p.add_argument("--seed", type=int, default=0, help="seed of the random pairs")
     p.add_argument("--bins", type=int, default=40, help="histogram bins over [-1, 1]")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--vision-depth", type=int, default=None, help="override the vision blocks of a shipped config")
     p.add_argument("--out", default="outputs/analyze", help="folder for analysis.json and the plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
 
 
-def load_model(name: str, dtype: str = "auto", device: str = "cpu", size: int | None = None, vision_depth=None):
-    """``(model, processor, weights)`` for a ``tiny:FAMILY``, a shipped config or a checkpoint."""
-    import torch
-
-    from .. import bench
-
-    if name.startswith(TINY_PREFIX):
-        from ..models import zoo
-
-        family = name[len(TINY_PREFIX) :]
-        if family not in zoo.TINY_FAMILIES:
-            raise ValueError(f"unknown tiny family {family!r}; available: {sorted(zoo.TINY_FAMILIES)}")
-        torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
-        model, processor = zoo.build(family, dtype=torch_dtype)
-        weights = "tiny, random weights"
-    elif name in bench.shipped_configs():
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
-        # on the device already: a real size built on the CPU first takes minutes to move
-        model, processor = bench.build_random_model(name, torch_dtype, vision_depth, size or 448, device=device)
-        weights = "random weights"
-    else:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        allowed = (
-            f"--model takes tiny:FAMILY ({', '.join(sorted(_tiny_families()))}), a shipped config "
-            f"({', '.join(bench.shipped_configs())}) or a checkpoint path/name"
-        )
-        if (name.startswith((".", "/", "~")) or name.count("/") > 1) and not Path(name).expanduser().exists():
-            raise FileNotFoundError(f"model not found: {name}; {allowed}")
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(
-                name, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
-            )
-            processor = AutoProcessor.from_pretrained(name)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"could not load model {name!r} ({err}); {allowed}") from err
-        weights = "checkpoint"
-    return model.eval().to(device), processor, weights
-
-
-def _tiny_families() -> list[str]:
-    from ..models import zoo
-
-    return list(zoo.TINY_FAMILIES)
-
-
 def run(args) -> int:
-    import torch
-
     from ..analyze import analyze, check_settings
     from ..models import demo_video_path, read_video
-    from .common import check_size
+    from .common import check_size, load_from_args
 
     check_settings(args.distances, args.thresholds, args.target_share, args.random_pairs, args.bins)
     if args.frames < 2:
         raise ValueError(f"--frames must be >= 2 (adjacent frames are compared), got {args.frames}")
     if args.size is not None:
         check_size(args.size)
+    check_model_arguments(args)
     video_path = Path(args.video) if args.video else demo_video_path()
     video = read_video(video_path, num_frames=args.frames)  # before loading the model: a bad file fails fast
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, processor, weights = load_model(args.model, args.dtype, device, args.size, args.vision_depth)
+    model, processor, weights = load_from_args(args, size=args.size, vision_depth=args.vision_depth)
+    device = next(model.parameters()).device
     from .. import bench
 
     size = args.size or (448 if args.model in bench.shipped_configs() else None)

@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--model",
         default="qwen2-vl-0.5b-llm",
-        help=f"shipped config ({', '.join(shipped_configs())}: real shapes, random weights) or checkpoint path/name",
+        help=f"shipped config ({', '.join(shipped_configs())}: real shapes, random weights), tiny:FAMILY, "
+        "a local folder or a Hugging Face model id",
     )
     p.add_argument("--frames", type=int, nargs="+", default=[16], help="frame counts to run")
     p.add_argument("--size", type=int, default=448, help="frame side in pixels (multiple of 28)")
@@ -38,7 +39,11 @@ def add_arguments(p) -> None:
         "--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="weights and compute"
     )
     p.add_argument("--device", default=None, help="cpu or cuda; without one, cuda if available")
-    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
+    p.add_argument(
+        "--attn", "--attn-implementation", dest="attn", default="sdpa", choices=["sdpa", "eager"],
+        help="attention implementation",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
     p.add_argument(
         "--vision-depth", type=int, default=None, help="vision blocks of a shipped config; without it, the config's"
     )
@@ -104,21 +109,15 @@ def _videos(args) -> dict:
 
 
 def _load(args, dtype, device: str):
-    """(model, processor, weights): a shipped config is built on ``device`` in ``dtype`` (a real
-    size built on the CPU first takes minutes to move), a checkpoint loaded straight onto it."""
-    from .. import bench
+    """(model, processor, weights) by :func:`framefusion.loading.load_model`: a shipped config is built
+    on ``device`` in ``dtype`` (a real size built on the CPU first takes minutes to move), a checkpoint
+    loaded straight onto it."""
+    from ..loading import load_model
 
-    if args.model in bench.shipped_configs():
-        model, processor = bench.build_random_model(
-            args.model, dtype, args.vision_depth, args.size, device=device, attn_implementation=args.attn
-        )
-        return model, processor, "random weights"
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = AutoModelForImageTextToText.from_pretrained(
-        args.model, dtype=dtype, device_map=device, attn_implementation=args.attn
-    ).eval()
-    return model, AutoProcessor.from_pretrained(args.model), "checkpoint"
+    return load_model(
+        args.model, device=device, dtype=dtype, attn_implementation=args.attn, size=args.size,
+        vision_depth=args.vision_depth,
+    )  # fmt: skip
 
 
 def _meta(args, model, weights: str) -> dict:
@@ -140,14 +139,9 @@ def _meta(args, model, weights: str) -> dict:
 
 
 def _device(name: str | None) -> str:
-    import torch
+    from ..loading import resolve_device
 
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return str(torch.device(name))
-    except RuntimeError as err:
-        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from err
+    return str(resolve_device(name))
 
 
 def _measure(bench_run, meta: dict, out: str, say) -> list:
@@ -173,6 +167,10 @@ def run(args) -> int:
     from .. import bench
 
     check_size(args.size)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     settings = _settings(args)
     videos = _videos(args)
     device = _device(args.device)

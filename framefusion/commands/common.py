@@ -23,3 +23,75 @@ def config_from(args, cost: float | None = None) -> FrameFusionConfig:
 def check_size(size: int) -> None:
     if size < 28 or size % 28:
         raise ValueError(f"--size must be a positive multiple of 28 (patch 14 x merge 2), e.g. 112 or 448, got {size}")
+
+
+# ------------------------------------------------------------------ loading a model (every command)
+MODEL_HELP = (
+    "tiny:FAMILY (a tiny model, random weights, e.g. tiny:llava_onevision), a shipped config name "
+    "(real shape, random weights, e.g. qwen2-vl-2b), a local folder saved with save_pretrained, or a "
+    "Hugging Face model id"
+)
+
+
+def add_model_arguments(
+    p: argparse.ArgumentParser, *, required: bool = False, default_help: str = "the shipped trained model"
+) -> None:
+    """The options of every command that loads a model (see :func:`framefusion.loading.load_model`)."""
+    p.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        required=required,
+        help=MODEL_HELP + ("" if required else f" (default: {default_help})"),
+    )
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (a checkpoint's own; tiny models float32; shipped configs bfloat16 on a GPU), float32, "
+        "bfloat16 or float16",
+    )
+    p.add_argument(
+        "--attn-implementation",
+        default=None,
+        metavar="IMPL",
+        help="eager, sdpa, flash_attention_2 or flash_attention_3 (default: the model's)",
+    )
+    p.add_argument(
+        "--device-map",
+        default=None,
+        help="for checkpoints: handed to from_pretrained instead of --device (e.g. auto, with accelerate)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
+
+
+def check_model_arguments(args) -> None:
+    """Refuse a bad model, device, dtype, attention or thread count before any slow step (video
+    decoding, building a model), and apply --threads."""
+    import torch
+
+    from ..loading import check_attn_implementation, check_model_spec, resolve_device, resolve_dtype
+
+    check_model_spec(args.model)
+    resolve_device(args.device)
+    resolve_dtype(args.dtype, None, None)
+    check_attn_implementation(args.attn_implementation)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def load_from_args(args, **extra):
+    """``(model, processor, description)`` of ``args.model`` with the common options."""
+    from ..loading import load_model
+
+    return load_model(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+        **extra,
+    )

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .common import add_model_arguments, check_model_arguments, load_from_args
+
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
 
 METHODS = ("framefusion", "fastv", "random", "merge-only", "prune-only", "input-merge", "uniform")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", help="saved Qwen2-VL folder (default: framefusion/assets/model, the shipped one)")
+    add_model_arguments(p, default_help="framefusion/assets/model, the shipped one")
     p.add_argument("--qa", help="JSON list of {video, question, answer} or a folder with qa.json "
                    "(default: the synthetic test split)")  # fmt: skip
     p.add_argument("--count", type=int, default=200, help="synthetic test questions (default 200)")
@@ -23,7 +25,6 @@ def add_arguments(p) -> None:
     p.add_argument("--ratio-threshold", type=float, default=0.1, help="FrameFusion cascade threshold")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", default="outputs/eval", help="folder for eval.json, eval.md, eval.png")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
@@ -54,9 +55,7 @@ def _configs(args) -> list:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..evaluate import evaluate, load_model, load_qa, synthetic_test_set, training_info
+    from ..evaluate import evaluate, load_qa, synthetic_test_set, training_info
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
@@ -64,10 +63,9 @@ def run(args) -> int:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_model_arguments(args)
     configs = _configs(args)
-    model, processor = load_model(args.model)
+    model, processor, _ = load_from_args(args)
     if args.qa:
         # without --frames, at most as many frames as the model was trained on (not every frame of a long video)
         most = int(training_info(args.model).get("frames", 16))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .common import add_config_arguments, config_from
+from .common import add_config_arguments, add_model_arguments, check_model_arguments, config_from
 
 HELP = "answer a question about a video with FrameFusion (--compare: and untouched), side by side"
 
@@ -30,6 +30,7 @@ DEFAULT_FRAMES = 16
 # Most frames --fps samples without --frames (the cap of Qwen2-VL's own video sampling); a longer clip
 # gives this many, evenly spread.
 MAX_FPS_FRAMES = 768
+RANDOM_WEIGHTS_NOTE = "random weights: its answers are meaningless; it shows tokens kept and time, not accuracy"
 RANDOM_NOTE = (
     "framefusion/assets/model/ is not there yet, so this is a tiny Qwen2-VL with RANDOM weights "
     "(framefusion.models.zoo): its answers are meaningless; it shows tokens kept and time, not accuracy"
@@ -62,61 +63,41 @@ def _stage(what: str, progress: bool):
         print(f" done ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
 
 
-def _device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from err
-
-
 def load_model(
-    name: str | None = None, *, trust_remote_code: bool = False, device: str = "auto", progress: bool = True
+    name: str | None = None,
+    *,
+    trust_remote_code: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    dtype: str = "auto",
+    attn_implementation: str | None = None,
+    device_map: str | None = None,
 ) -> LoadedModel:
-    """A model and its processor: ``name`` is a local folder or a Hugging Face model id, loaded with
-    ``AutoModelForImageTextToText`` / ``AutoProcessor``. Without ``name``: the shipped model in
+    """A model and its processor, in any form :func:`framefusion.loading.load_model` takes (``tiny:FAMILY``,
+    a shipped config, a folder, a Hugging Face id). Without ``name``: the shipped model in
     ``framefusion/assets/model/``, or, while that folder does not exist, the tiny random Qwen2-VL."""
-    target = _device(device)
-    if name is None:
-        if (SHIPPED_MODEL / "config.json").is_file():
-            loaded = _from_pretrained(str(SHIPPED_MODEL), False, progress)
-            loaded.name = "framefusion/assets/model (shipped)"
-            loaded.note = "a small model trained on synthetic videos (moving shapes), shipped with framefusion"
-            loaded.question = SHIPPED_QUESTION
-        else:
-            from ..models import zoo
+    from .. import loading
 
-            with _stage("building the tiny random Qwen2-VL", progress):
-                model, processor = zoo.build("qwen2_vl")
-            loaded = LoadedModel(model, processor, "tiny random Qwen2-VL", RANDOM_NOTE)
+    if name is None and not (SHIPPED_MODEL / "config.json").is_file():
+        name, fallback = "tiny:qwen2_vl", True
     else:
-        loaded = _from_pretrained(name, trust_remote_code, progress)
-    loaded.model.to(target).eval()
-    return loaded
-
-
-def _from_pretrained(name: str, trust_remote_code: bool, progress: bool) -> LoadedModel:
-    path = Path(name).expanduser()
-    if path.exists() or name.startswith((".", "/", "~")):
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"model folder not found: {name} (give a folder saved with save_pretrained, or a Hugging Face model id)"
-            )
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"no config.json in the model folder {name}: not a saved transformers model")
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    with _stage(f"loading {name}", progress):
-        processor = AutoProcessor.from_pretrained(
-            str(path) if path.exists() else name, trust_remote_code=trust_remote_code
+        fallback = False
+    with _stage(f"loading {name or 'the shipped model'}", progress):
+        model, processor, what = loading.load_model(
+            name,
+            device=device,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
         )
-        model = AutoModelForImageTextToText.from_pretrained(
-            str(path) if path.exists() else name, dtype="auto", trust_remote_code=trust_remote_code
-        )
-    return LoadedModel(model, processor, name)
+    if fallback:
+        return LoadedModel(model, processor, "tiny random Qwen2-VL", RANDOM_NOTE)
+    if name is None:
+        note = "a small model trained on synthetic videos (moving shapes), shipped with framefusion"
+        return LoadedModel(model, processor, "framefusion/assets/model (shipped)", note, SHIPPED_QUESTION)
+    random = what in (loading.TINY, loading.CONFIG)
+    return LoadedModel(model, processor, name, RANDOM_WEIGHTS_NOTE if random else "")
 
 
 # ----------------------------------------------------------------------------------------- answer
@@ -327,17 +308,6 @@ def _sampled_text(result: RunResult) -> str:
 
 
 # ---------------------------------------------------------------------------------------- command
-def add_model_arguments(p) -> None:
-    p.add_argument(
-        "--model",
-        metavar="NAME_OR_PATH",
-        help="a local model folder or a Hugging Face model id (default: the shipped model, "
-        "or a tiny random Qwen2-VL while there is none)",
-    )
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-
-
 def add_input_arguments(p) -> None:
     p.add_argument("--video", metavar="FILE", help="video file (default: the shipped demo video)")
     p.add_argument("--question", help="what to ask about the video (default: one the model knows)")
@@ -424,6 +394,19 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON (no progress output)")
 
 
+def load_from(args, progress: bool = True) -> LoadedModel:
+    """:func:`load_model` with the common model options of ``args``."""
+    return load_model(
+        args.model,
+        trust_remote_code=args.trust_remote_code,
+        device=args.device,
+        progress=progress,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
+        device_map=args.device_map,
+    )
+
+
 def run(args) -> int:
     config = config_from(args)
     if args.max_new_tokens < 1:
@@ -435,8 +418,9 @@ def run(args) -> int:
 
         # the clip length the shipped model was trained and evaluated on; a shorter video gives all its frames
         frames = int(training_info(SHIPPED_MODEL).get("frames", DEFAULT_FRAMES))
+    check_model_arguments(args)
     name, clip = read_input_clip(args.video, frames, progress, exact=exact, fps=args.fps)
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, device=args.device, progress=progress)
+    loaded = load_from(args, progress)
     result = answer(
         loaded,
         clip,

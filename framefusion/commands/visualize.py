@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import config_from
-from .run import add_input_arguments, add_model_arguments, answer, load_model, read_input_video
+from .common import add_model_arguments, check_model_arguments, config_from
+from .run import add_input_arguments, answer, load_from, read_input_video
 
 HELP = "draw which video tokens FrameFusion keeps, merges and prunes (self-contained HTML, PNG grid, GIF)"
 FORMATS = ("html", "png", "gif")
@@ -35,8 +35,9 @@ def run(args) -> int:
         raise ValueError(f"--formats: unknown format(s) {', '.join(map(repr, bad))}; choose from {', '.join(FORMATS)}")
     config = config_from(args)
     progress = not args.json
+    check_model_arguments(args)
     name, video = read_input_video(args.video, args.frames, progress, fps=args.fps)
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, device=args.device, progress=progress)
+    loaded = load_from(args, progress)
     check_supported(loaded.model)  # before any generation
     question = loaded.question if args.question is None else args.question
     caption = f"{loaded.name} | {Path(name).name}, {len(video)} frames | question: {question}"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .run import MAX_FPS_FRAMES, add_model_arguments, load_model
+from .common import add_model_arguments, check_model_arguments
+from .run import MAX_FPS_FRAMES, load_from
 
 HELP = "local web demo on 127.0.0.1: upload a video or use the shipped one, compare both answers and the token map"
 
@@ -58,7 +59,8 @@ def run(args) -> int:
     limits = Limits(
         upload_bytes=int(args.max_upload_mb * (1 << 20)), in_flight=args.max_in_flight, read_timeout=args.read_timeout
     )
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, device=args.device)
+    check_model_arguments(args)
+    loaded = load_from(args)
     if loaded.note:
         print(f"framefusion web: model {loaded.name} ({loaded.note})")
     app = WebDemo(loaded, frames=args.frames, fps=args.fps, max_new_tokens=args.max_new_tokens, limits=limits)

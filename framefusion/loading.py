@@ -222,13 +222,18 @@ def _from_pretrained(spec, target, dtype, attn_implementation, device_map, trust
     return _load_pretrained(spec, **kwargs)
 
 
-def _load_pretrained(name: str, **kwargs) -> tuple[Any, Any]:
+def _load_pretrained(
+    name: str, *, trust_remote_code: bool, local_files_only: bool = False, **model_kwargs
+) -> tuple[Any, Any]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    processor_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "local_files_only") if k in kwargs}
     try:
-        processor = AutoProcessor.from_pretrained(name, **processor_kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+        processor = AutoProcessor.from_pretrained(
+            name, trust_remote_code=trust_remote_code, local_files_only=local_files_only
+        )
+        model = AutoModelForImageTextToText.from_pretrained(
+            name, trust_remote_code=trust_remote_code, local_files_only=local_files_only, **model_kwargs
+        )
     except ImportError as err:  # e.g. flash attention asked for but not installed
         raise ValueError(f"could not load {name}: {_first_line(err)}") from err
     except ValueError as err:  # not an image-text-to-text model, a bad attention implementation, ...

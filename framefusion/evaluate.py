@@ -218,11 +218,12 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = 
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps({**(meta or {}), "rows": list(rows)}, indent=1))
     kinds = sorted({k for r in rows for k in r.get("per_kind", {})})
-    head = ["method", "budget (cost)", "accuracy", "drop vs untouched (points)", "achieved cost", *kinds]
+    # the change in points, as the README writes it: -4.6 is a loss (the JSON's "drop" is +4.6)
+    head = ["method", "budget (cost)", "accuracy", "change vs untouched (points)", "achieved cost", *kinds]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cost = "-" if r["cost"] is None else f"{r['cost']:.2g}"
-        drop = "-" if r["cost"] is None else f"{r['drop']:+.1f}"
+        drop = "-" if r["cost"] is None else f"{-r['drop']:+.1f}"
         per = [f"{r['per_kind'].get(k, float('nan')):.3f}" for k in kinds]
         lines.append(
             f"| {r['label']} | {cost} | {r['accuracy']:.3f} ({r['correct']}/{r['total']}) | {drop} | "

@@ -64,7 +64,10 @@ def test_eval_command_writes_the_table_json_and_plot(tmp_path, capsys):
     saved = json.loads((out / "eval.json").read_text())
     assert len(saved["rows"]) == 4 and len(saved["gold"]) == 4
     table = (out / "eval.md").read_text()
-    assert "| method | budget (cost) | accuracy | drop vs untouched (points) | achieved cost" in table
+    assert "| method | budget (cost) | accuracy | change vs untouched (points) | achieved cost" in table
+    for r in rows[1:]:  # a loss reads negative, as in the README
+        change = 100 * (r["accuracy"] - rows[0]["accuracy"])
+        assert f"({r['correct']}/{r['total']}) | {change:+.1f} |" in table
     assert (out / "eval.png").stat().st_size > 1000
 
 

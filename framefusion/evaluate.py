@@ -223,7 +223,7 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cost = "-" if r["cost"] is None else f"{r['cost']:.2g}"
-        drop = "-" if r["cost"] is None else f"{-r['drop']:+.1f}"
+        drop = "-" if r["cost"] is None else f"{0.0 - r['drop']:+.1f}"  # 0.0 - x: no "-0.0"
         per = [f"{r['per_kind'].get(k, float('nan')):.3f}" for k in kinds]
         lines.append(
             f"| {r['label']} | {cost} | {r['accuracy']:.3f} ({r['correct']}/{r['total']}) | {drop} | "

@@ -11,11 +11,12 @@ import sys
 import threading
 from datetime import datetime, timezone
 
+from ..registry import config_for, method_names
 from .common import add_config_arguments, check_size, config_from
 
 HELP = "speed, memory and compute: untouched vs FrameFusion (and baselines) side by side, as ratios"
 
-BASELINES = ["fastv", "random", "uniform", "input-merge"]
+BASELINES = [name for name in method_names() if name != "framefusion"]
 
 
 def add_arguments(p) -> None:
@@ -75,19 +76,11 @@ def _sigterm_interrupts():
 
 
 def _settings(args):
-    from .. import FastVConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
-
-    baselines = {
-        "fastv": FastVConfig,
-        "random": RandomPruneConfig,
-        "uniform": UniformPruneConfig,
-        "input-merge": InputMergeConfig,
-    }
     settings = [("untouched", None)]
     for c in args.costs:
         settings.append((f"framefusion cost={c}", config_from(args, c)))
         for name in args.baselines:
-            settings.append((f"{name} cost={c}", baselines[name](cost=c)))
+            settings.append((f"{name} cost={c}", config_for(name, cost=c)))
     return settings
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..registry import config_for, method_names
 from .common import add_model_arguments, check_model_arguments, load_from_args
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
 
-METHODS = ("framefusion", "fastv", "random", "merge-only", "prune-only", "input-merge", "uniform")
+METHODS = tuple(method_names())
 
 
 def add_arguments(p) -> None:
@@ -30,28 +31,12 @@ def add_arguments(p) -> None:
 
 def _configs(args) -> list:
     from ..compare import sweep
-    from ..config import (
-        FastVConfig,
-        FrameFusionConfig,
-        InputMergeConfig,
-        RandomPruneConfig,
-        UniformPruneConfig,
-    )
 
     for c in args.costs:
         if not 0.0 < c <= 1.0:
             raise ValueError(f"--costs must each be in (0, 1], got {c}")
     ff = dict(similarity_threshold=args.similarity_threshold, ratio_threshold=args.ratio_threshold)
-    base = {
-        "framefusion": FrameFusionConfig(**ff),
-        "fastv": FastVConfig(),
-        "random": RandomPruneConfig(),
-        "merge-only": FrameFusionConfig(**ff, prune=False),
-        "prune-only": FrameFusionConfig(**ff, merge=False),
-        "input-merge": InputMergeConfig(),
-        "uniform": UniformPruneConfig(),
-    }
-    return sweep([base[m] for m in dict.fromkeys(args.methods)], args.costs)
+    return sweep([config_for(m, **ff) for m in dict.fromkeys(args.methods)], args.costs)
 
 
 def run(args) -> int:

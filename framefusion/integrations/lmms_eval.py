@@ -12,9 +12,9 @@ Settings, from ``--model_args`` (removed before lmms-eval sees them) or else env
 =====================================  ===============================  ======================================
 model_args key                         environment variable             meaning (default)
 =====================================  ===============================  ======================================
-``framefusion_method``                 ``FRAMEFUSION_METHOD``           framefusion, fastv, random, merge-only,
-                                                                        prune-only, input-merge, none
-                                                                        (framefusion when a cost is given)
+``framefusion_method``                 ``FRAMEFUSION_METHOD``           a name of ``framefusion.registry``
+                                                                        (framefusion, fastv, random, ...) or
+                                                                        none (framefusion when a cost is given)
 ``framefusion_cost``                   ``FRAMEFUSION_COST``             budget in (0, 1] (0.3)
 ``framefusion_similarity_threshold``   ``FRAMEFUSION_SIMILARITY``       merge threshold (0.6)
 ``framefusion_ratio_threshold``        ``FRAMEFUSION_RATIO``            cascade threshold (0.1)
@@ -32,6 +32,8 @@ import os
 import sys
 from typing import Any, Mapping
 
+from ..registry import config_for, method_names
+
 __all__ = ["check_settings", "config_from_settings", "install", "log_reports", "main", "patch_lmm", "split_model_args"]
 
 KEYS = {
@@ -40,7 +42,7 @@ KEYS = {
     "framefusion_similarity_threshold": "FRAMEFUSION_SIMILARITY",
     "framefusion_ratio_threshold": "FRAMEFUSION_RATIO",
 }
-METHODS = ("framefusion", "fastv", "random", "merge-only", "prune-only", "input-merge", "none")
+METHODS = (*method_names(), "none")
 
 
 def _float(key: str, value: str) -> float:
@@ -52,8 +54,6 @@ def _float(key: str, value: str) -> float:
 
 def config_from_settings(settings: Mapping[str, str]) -> Any:
     """A method config from ``framefusion_*`` settings (strings); None when nothing should be applied."""
-    from ..config import FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig
-
     unknown = sorted(set(settings) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown framefusion setting(s) {unknown}; expected {sorted(KEYS)}")
@@ -64,20 +64,12 @@ def config_from_settings(settings: Mapping[str, str]) -> Any:
         return None
     cost = _float("framefusion_cost", settings.get("framefusion_cost", "0.3"))
     ff = dict(
-        cost=cost,
         similarity_threshold=_float(
             "framefusion_similarity_threshold", settings.get("framefusion_similarity_threshold", "0.6")
         ),
         ratio_threshold=_float("framefusion_ratio_threshold", settings.get("framefusion_ratio_threshold", "0.1")),
     )
-    return {
-        "framefusion": lambda: FrameFusionConfig(**ff),
-        "merge-only": lambda: FrameFusionConfig(**ff, prune=False),
-        "prune-only": lambda: FrameFusionConfig(**ff, merge=False),
-        "fastv": lambda: FastVConfig(cost=cost),
-        "random": lambda: RandomPruneConfig(cost=cost),
-        "input-merge": lambda: InputMergeConfig(cost=cost),
-    }[method]()
+    return config_for(method, cost, **ff)
 
 
 def split_model_args(arg_string: str | None) -> tuple[str, dict[str, str]]:

@@ -11,9 +11,10 @@ framefusion.compare.compare_methods puts them side by side.
 """
 
 from .adapters import UnsupportedModelError, supported_models
-from .config import FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
+from .config import EVSConfig, FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
 from .engine import FrameFusionHandle, apply
 from .methods import (
+    EVS,
     FastV,
     FrameFusion,
     InputMerge,
@@ -29,6 +30,8 @@ from .report import ReductionReport
 __version__ = "0.1.0"
 
 __all__ = [
+    "EVS",
+    "EVSConfig",
     "FastV",
     "FastVConfig",
     "FrameFusion",

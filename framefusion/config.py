@@ -139,6 +139,37 @@ class FastVConfig:
 
 
 @dataclass(frozen=True)
+class EVSConfig:
+    """EVS settings (arXiv 2510.14624): drop the video tokens that changed least since the previous
+    frame, once, at the input (see ``methods.evs``).
+
+    cost: budget, see the module docstring; in (0, 1]. Default 0.3 when ``rate`` is not given.
+    rate: EVS's own pruning rate q instead of ``cost``: the share of video tokens dropped, in
+        [0, 1); the same as ``cost = 1 - rate`` (the count is constant from the input on).
+    """
+
+    cost: float | None = None
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cost is not None and self.rate is not None:
+            raise ValueError(f"give EVSConfig either cost or rate (= 1 - cost), not both; got cost={self.cost!r}, rate={self.rate!r}")
+        if self.rate is not None:
+            rate = _number("rate", self.rate)
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"rate must be in [0, 1) (share of video tokens dropped), got {rate}")
+            object.__setattr__(self, "rate", None)
+            object.__setattr__(self, "cost", _cost(1.0 - rate))
+        else:
+            object.__setattr__(self, "cost", 0.3 if self.cost is None else _cost(self.cost))
+
+    def make_method(self):
+        from .methods import EVS
+
+        return EVS(self.cost)
+
+
+@dataclass(frozen=True)
 class InputMergeConfig:
     """Input-level temporal merging (DyCoke's temporal stage, Tao et al., arXiv 2411.15024): merge
     similar adjacent-frame tokens once, on the vision features before the first layer, to the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .config import FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
+from .config import EVSConfig, FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
 
 __all__ = ["METHODS", "MethodEntry", "config_for", "method_names"]
 
@@ -36,6 +36,7 @@ METHODS: dict[str, MethodEntry] = {
         lambda cost, **o: FrameFusionConfig(cost=cost, merge=False, **o), "FrameFusion's pruning alone", FRAMEFUSION_OPTIONS
     ),
     "fastv": MethodEntry(lambda cost: FastVConfig(cost=cost), "prune by attention after layer 2 (arXiv 2403.06764)"),
+    "evs": MethodEntry(lambda cost: EVSConfig(cost=cost), "drop the tokens that changed least since the previous frame (arXiv 2510.14624)"),
     "input-merge": MethodEntry(lambda cost: InputMergeConfig(cost=cost), "DyCoke-style temporal merging at the input"),
     "random": MethodEntry(lambda cost: RandomPruneConfig(cost=cost), "random pruning at the input (a floor)"),
     "uniform": MethodEntry(lambda cost: UniformPruneConfig(cost=cost), "every (N/k)-th token (a floor)"),

@@ -755,3 +755,32 @@ def test_adjacent_similarity_is_row_local_for_tiny_vectors():
     with_zero = adjacent_similarity(torch.cat([pair, torch.zeros(1, 2)]), torch.tensor([-1, 0, -1]))[1].item()
     assert alone == pytest.approx(with_zero, abs=1e-6)
     assert alone == pytest.approx(ref_cosine(pair[0].tolist(), pair[1].tolist()), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# EVS's selection (from the docstring of framefusion/methods/evs.py)
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=80, **SETTINGS)
+@given(
+    layout=layouts(),
+    dim=st.integers(1, 12),
+    seed=st.integers(0, 2**31 - 1),
+    repeat_p=st.sampled_from([0.0, 0.5, 0.9]),
+    k_share=st.floats(0.0, 1.0),
+)
+def test_changed_token_keep_is_a_top_k_of_the_change(layout, dim, seed, repeat_p, k_share):
+    from framefusion.algorithm import changed_token_keep
+
+    hidden = make_hidden(layout.patch, dim, seed, repeat_p, 0.1, "floats", 1.0).float()
+    n = len(layout.patch)
+    k = int(k_share * n)
+    keep = changed_token_keep(hidden, torch.tensor(layout.patch, dtype=torch.long), k).tolist()
+    prev = ref_previous_same_patch(layout.patch)
+    change = [math.inf if p < 0 else 1.0 - c for p, c in zip(prev, ref_adjacent_similarity(rows_of(hidden), prev))]
+    kept = [i for i in range(n) if keep[i]]
+    dropped = [i for i in range(n) if not keep[i]]
+    assert len(kept) == k
+    if kept and dropped:  # every kept token changed at least as much as every dropped one (float32 slack)
+        assert min(change[i] for i in kept) >= max(change[i] for i in dropped) - 1e-5
+    if k >= sum(p < 0 for p in prev):  # the first frame of each video goes first
+        assert all(keep[i] for i in range(n) if prev[i] < 0)

@@ -13,7 +13,7 @@ import torch
 from host_syncs import HostSyncCounter
 
 import framefusion
-from framefusion import FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig
+from framefusion import EVSConfig, FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig
 from framefusion.models import build_tiny
 
 from conftest import make_inputs
@@ -98,6 +98,7 @@ def _changing_layers(per_layer: list[int], tokens: int) -> int:
         FastVConfig(cost=0.3),
         InputMergeConfig(cost=0.3),
         RandomPruneConfig(cost=0.3),
+        EVSConfig(cost=0.3),
     ],
     ids=lambda c: repr(c)[:60],
 )

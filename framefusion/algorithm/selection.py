@@ -10,6 +10,7 @@ import torch
 from .tokens import adjacent_similarity, merge_means, merge_roots, previous_same_patch, top_k_indices
 
 __all__ = [
+    "changed_token_keep",
     "frame_runs",
     "merge_to_count",
     "random_keep",
@@ -56,6 +57,19 @@ def merge_to_count(
     root = merge_roots(selected, prev)
     keep, merged = merge_means(hidden, root, count=k)
     return keep, merged, root
+
+
+def changed_token_keep(hidden: torch.Tensor, patch: torch.Tensor, k: int) -> torch.Tensor:
+    """(n,) bool: the ``k`` tokens that changed most since the same patch position of the previous
+    frame (EVS's rule: dissimilarity ``1 - cosine``); a token with no earlier same-patch token (the
+    first frame of its video) has changed infinitely and goes first. Ties go to the earlier token."""
+    n = hidden.shape[0]
+    prev = previous_same_patch(patch)
+    sim = adjacent_similarity(hidden, prev)  # -inf where there is no previous frame
+    change = torch.where(prev >= 0, 1.0 - sim, torch.full_like(sim, float("inf")))
+    keep = torch.zeros(n, dtype=torch.bool, device=hidden.device)
+    keep[top_k_indices(change, k)] = True
+    return keep
 
 
 def uniform_token_keep(n: int, k: int, device: torch.device | str = "cpu") -> torch.Tensor:

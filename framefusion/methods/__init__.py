@@ -2,6 +2,7 @@
 
 from .base import LayerInput, Reduction, ReductionMethod
 from .baselines import RandomPrune, UniformPrune
+from .evs import EVS
 from .fastv import FastV
 from .framefusion import FrameFusion
 from .input_merge import InputMerge
@@ -9,6 +10,7 @@ from .oneshot import OneShotMethod
 from .replay import Replay
 
 __all__ = [
+    "EVS",
     "FastV",
     "FrameFusion",
     "InputMerge",

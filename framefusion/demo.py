@@ -20,6 +20,7 @@ import torch
 from .config import FrameFusionConfig
 from .engine import apply
 from .flops import flop_ratio
+from .timing import spread_ratio, timing_caveat
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -224,6 +225,8 @@ def format_demo(result: DemoResult) -> str:
         "",
         f"  {'':28}{'untouched':>12}{'framefusion':>14}{'speed-up':>10}",
         f"  {'LLM prefill, median s':28}{pre_u:12.3f}{pre_f:14.3f}{pre_u / pre_f:9.2f}x",
+        f"  {'LLM prefill spread, max/min':28}{_ratio(result.prefill_seconds['untouched']):>12}"
+        f"{_ratio(result.prefill_seconds['framefusion']):>14}  (over {len(result.prefill_seconds['untouched'])} repeats)",
         f"  {'generate (end to end), s':28}{gen_u:12.3f}{gen_f:14.3f}{gen_u / gen_f:9.2f}x",
         f"  {'FLOP bound (LLM prefill)':28}{'':12}{'':14}{result.flop_speedup:9.2f}x",
         f"  reduction itself: {result.reduction_seconds * 1000:.1f} ms"
@@ -233,4 +236,10 @@ def format_demo(result: DemoResult) -> str:
         f"  answer, untouched  : {result.answers['untouched']!r}",
         f"  answer, framefusion: {result.answers['framefusion']!r}",
     ]
-    return "\n".join(lines)
+    caveat = timing_caveat(result.prefill_seconds.values())
+    return "\n".join(lines + ([f"  {caveat}"] if caveat else []))
+
+
+def _ratio(times: list[float]) -> str:
+    ratio = spread_ratio(times)
+    return "-" if ratio is None else f"{ratio:.2f}x"

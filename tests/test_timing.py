@@ -76,3 +76,17 @@ def test_comparison_table_has_a_spread_column_and_the_caveat_line(tmp_path):
     md = (tmp_path / "comparison.md").read_text().splitlines()
     assert "prefill spread" in md[0] and "| 2.50x |" in md[2] and "| - |" in md[3]
     assert md[-1] == "warning: timings vary by 2.5x" and "timing" not in md[-3]
+
+
+def test_bench_says_single_round_times_are_indicative_only(tmp_path, capsys):
+    from framefusion.models.zoo import build
+
+    model, processor = build("qwen2_vl", num_layers=1)
+    model.save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    argv = ["bench", "--model", str(tmp_path / "ckpt"), "--frames", "2", "--size", "112", "--repeats", "1",
+            "--new-tokens", "1", "--dtype", "float32", "--device", "cpu", "--costs", "0.5",
+            "--out", str(tmp_path / "out"), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert SINGLE_RUN_NOTE in captured.err.splitlines() and "indicative" not in captured.out  # stdout: JSON only

@@ -228,6 +228,7 @@ def format_demo(result: DemoResult) -> str:
     pre_u, pre_f = med(result.prefill_seconds["untouched"]), med(result.prefill_seconds["framefusion"])
     gen_u, gen_f = med(result.generate_seconds["untouched"]), med(result.generate_seconds["framefusion"])
     c = result.config
+    prefill = result.prefill_seconds
     lines = [
         "framefusion demo",
         f"  model : {result.model}, {result.dtype} on {result.device}",
@@ -244,8 +245,8 @@ def format_demo(result: DemoResult) -> str:
         "",
         f"  {'':28}{'untouched':>12}{'framefusion':>14}{'speed-up':>10}",
         f"  {'LLM prefill, median s':28}{pre_u:12.3f}{pre_f:14.3f}{pre_u / pre_f:9.2f}x",
-        f"  {'LLM prefill spread, max/min':28}{_ratio(result.prefill_seconds['untouched']):>12}"
-        f"{_ratio(result.prefill_seconds['framefusion']):>14}  (over {len(result.prefill_seconds['untouched'])} repeats)",
+        f"  {'LLM prefill spread, max/min':28}{_ratio(prefill['untouched']):>12}"
+        f"{_ratio(prefill['framefusion']):>14}  (over {len(prefill['untouched'])} repeats)",
         f"  {'generate (end to end), s':28}{gen_u:12.3f}{gen_f:14.3f}{gen_u / gen_f:9.2f}x",
         f"  {'FLOP bound (LLM prefill)':28}{'':12}{'':14}{result.flop_speedup:9.2f}x",
         f"  reduction itself: {result.reduction_seconds * 1000:.1f} ms"

@@ -11,7 +11,8 @@ sample:
 - prefix agreement: length of the common prefix of the two generations / ``new_tokens``;
 - KL: ``KL(untouched || reduced)`` of the first next-token distribution (nats, float64);
 - prefill seconds: median wall time of a forward over the prompt (vision tower included), after
-  one untimed warm-up forward;
+  one untimed warm-up forward; prefill spread: the largest max/min of those timed forwards over one
+  sample (None with ``repeats=1``), and ``comparison.md`` warns when it is large;
 - achieved cost: from the method's report (mean over the sample rows that have video).
 
 Rows are averaged over samples. The first row is the untouched model itself. With ``out_dir`` the
@@ -34,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from .engine import apply
+from .timing import spread_ratio, timing_caveat
 
 __all__ = ["compare_methods", "sweep", "write_table", "plot_rows"]
 
@@ -102,7 +104,7 @@ def _generate(model, inputs, new_tokens: int) -> tuple[torch.Tensor, torch.Tenso
     return out.sequences[:, prompt:].cpu(), out.logits[0].double().cpu()
 
 
-def _prefill_seconds(model, inputs, repeats: int) -> float:
+def _prefill_times(model, inputs, repeats: int) -> list[float]:
     times = []
     with torch.no_grad():
         model(**inputs)  # warm-up, untimed
@@ -112,7 +114,13 @@ def _prefill_seconds(model, inputs, repeats: int) -> float:
             model(**inputs)
             _sync(model)
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def _worst_spread(per_sample: Sequence[Sequence[float]]) -> float | None:
+    # within one sample only: samples of different lengths take different times by design
+    ratios = [r for r in map(spread_ratio, per_sample) if r is not None]
+    return max(ratios) if ratios else None
 
 
 def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -166,8 +174,9 @@ def compare_methods(
     reference = []
     for inputs in prepared:
         tokens, logits = _generate(model, inputs, new_tokens)
-        reference.append((tokens, logits, _prefill_seconds(model, inputs, repeats)))
-    base_seconds = statistics.mean(r[2] for r in reference)
+        reference.append((tokens, logits, _prefill_times(model, inputs, repeats)))
+    base_seconds = statistics.mean(statistics.median(r[2]) for r in reference)
+    timed = [r[2] for r in reference]  # every sample's timed forwards, of every row, for the caveat
     rows = [
         {
             "label": UNTOUCHED,
@@ -178,6 +187,7 @@ def compare_methods(
             "prefix_agreement": 1.0,
             "kl": 0.0,
             "prefill_seconds": base_seconds,
+            "prefill_spread": _worst_spread(timed),
             "speedup": 1.0,
             "reduction_seconds": 0.0,
             "config": {},
@@ -193,10 +203,11 @@ def compare_methods(
                 prefix.extend((_prefix(tokens, ref_tokens).double() / new_tokens).tolist())
                 kl.extend(_kl(ref_logits, logits).tolist())
                 achieved.extend(c for c, n in zip(report.achieved_cost, report.vision_tokens) if n > 0)
-                seconds.append(_prefill_seconds(model, inputs, repeats))
+                seconds.append(_prefill_times(model, inputs, repeats))
                 reduction.append(handle.last_report().reduction_seconds)
             method_name = handle.method.name
-        mean_seconds = statistics.mean(seconds)
+        mean_seconds = statistics.mean(map(statistics.median, seconds))
+        timed += seconds
         rows.append(
             {
                 "label": labels[i] if labels is not None else _label(config),
@@ -207,6 +218,7 @@ def compare_methods(
                 "prefix_agreement": statistics.mean(prefix),
                 "kl": statistics.mean(kl),
                 "prefill_seconds": mean_seconds,
+                "prefill_spread": _worst_spread(seconds),
                 "speedup": base_seconds / mean_seconds if mean_seconds > 0 else math.inf,
                 "reduction_seconds": statistics.mean(reduction),
                 "config": _config_dict(config),
@@ -221,6 +233,9 @@ def compare_methods(
             "repeats": repeats,
             "device": str(next(model.parameters()).device),
         }
+        caveat = timing_caveat(timed)
+        if caveat:
+            meta["timing"] = caveat
         write_table(rows, out, meta)
         plot_rows(rows, out / "comparison.png")
     return rows
@@ -231,16 +246,22 @@ def write_table(rows: Sequence[dict], out_dir: str | Path, meta: Mapping[str, An
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(json.dumps({**(meta or {}), "rows": list(rows)}, indent=2))
-    head = ["method", "cost", "achieved cost", "agreement", "prefix agreement", "KL (nats)", "prefill ms", "speed-up"]
+    head = ["method", "cost", "achieved cost", "agreement", "prefix agreement", "KL (nats)", "prefill ms",
+            "prefill spread", "speed-up"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cost = "-" if r["cost"] is None else f"{r['cost']:.3g}"
+        spread = "-" if r.get("prefill_spread") is None else f"{r['prefill_spread']:.2f}x"
         lines.append(
             f"| {r['label']} | {cost} | {r['achieved_cost']:.3f} | {r['agreement']:.3f} | "
-            f"{r['prefix_agreement']:.3f} | {r['kl']:.4g} | {r['prefill_seconds'] * 1000:.1f} | {r['speedup']:.2f}x |"
+            f"{r['prefix_agreement']:.3f} | {r['kl']:.4g} | {r['prefill_seconds'] * 1000:.1f} | {spread} | "
+            f"{r['speedup']:.2f}x |"
         )
-    if meta:
-        lines += ["", ", ".join(f"{k}: {v}" for k, v in meta.items())]
+    info = {k: v for k, v in (meta or {}).items() if k != "timing"}
+    if info:
+        lines += ["", ", ".join(f"{k}: {v}" for k, v in info.items())]
+    if (meta or {}).get("timing"):  # its own line: the reader must not miss it
+        lines += ["", meta["timing"]]
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
 
 

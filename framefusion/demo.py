@@ -20,6 +20,7 @@ import torch
 from .config import FrameFusionConfig
 from .engine import apply
 from .flops import flop_ratio
+from .timing import spread_ratio, timing_caveat
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -43,6 +44,8 @@ class DemoResult:
     question: str = ""
     expected: str | None = None  # the known answer (trained model on the shipped video)
     trained: bool = False
+    device: str = "cpu"
+    dtype: str = "float32"
 
     def median(self, table: dict, key: str) -> float:
         return statistics.median(table[key])
@@ -62,8 +65,9 @@ def _resize(video: np.ndarray, size: int) -> np.ndarray:
 class _Timer:
     """Times the LLM part of a forward (the language model), prefill only."""
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module, device: torch.device = torch.device("cpu")):
         self.seconds: list[float] = []
+        self._device = device
         self._start = 0.0
         self._hooks = [
             module.register_forward_pre_hook(self._pre),
@@ -71,10 +75,16 @@ class _Timer:
         ]
         self._prefill = False
 
+    def _sync(self) -> None:
+        if self._device.type == "cuda":  # kernels run asynchronously: wait for them, or time only the launches
+            torch.cuda.synchronize(self._device)
+
     def _pre(self, module, args):
+        self._sync()
         self._start = time.perf_counter()
 
     def _post(self, module, args, output):
+        self._sync()
         hidden = getattr(output, "last_hidden_state", None)
         if hidden is not None and hidden.shape[1] > 1:
             self.seconds.append(time.perf_counter() - self._start)
@@ -96,12 +106,19 @@ def run_demo(
     question: str | None = None,
     progress: bool = True,
     random_weights: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "auto",
 ) -> DemoResult:
     """Untouched vs ``config``. Trained model (default): frames/size as trained, the shipped question;
-    ``random_weights``: 16 frames at 448, ``num_layers``/``hidden_size``, a free-form question."""
+    ``random_weights``: 16 frames at 448, ``num_layers``/``hidden_size``, a free-form question.
+    ``device``: as ``--device`` (``auto``: cuda if available); ``dtype``: ``auto`` is float32."""
     from tqdm.auto import tqdm
 
     from .evaluate import ASSET_MODEL, load_model, training_info
+    from .loading import resolve_device, resolve_dtype
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device, torch.float32)
     from .models import build_tiny_model, build_tiny_processor, demo_video_path, read_video
 
     config = config or FrameFusionConfig()
@@ -150,9 +167,10 @@ def run_demo(
         add_generation_prompt=True,
         tokenize=False,
     )
-    inputs = processor(text=[text], videos=[video], return_tensors="pt")
+    model = model.to(device=device, dtype=dtype)
+    inputs = processor(text=[text], videos=[video], return_tensors="pt").to(device=device, dtype=dtype)
     video_tokens = int((inputs["input_ids"] == model.config.video_token_id).sum())
-    timer = _Timer(model.model.language_model)
+    timer = _Timer(model.model.language_model, device)
     generate_seconds: dict[str, list[float]] = {"untouched": [], "framefusion": []}
     answers, report = {}, None
 
@@ -200,6 +218,8 @@ def run_demo(
         question=question,
         expected=expected,
         trained=trained,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
     )
 
 
@@ -208,9 +228,10 @@ def format_demo(result: DemoResult) -> str:
     pre_u, pre_f = med(result.prefill_seconds["untouched"]), med(result.prefill_seconds["framefusion"])
     gen_u, gen_f = med(result.generate_seconds["untouched"]), med(result.generate_seconds["framefusion"])
     c = result.config
+    prefill = result.prefill_seconds
     lines = [
         "framefusion demo",
-        f"  model : {result.model}",
+        f"  model : {result.model}, {result.dtype} on {result.device}",
         "          (a small model trained on synthetic moving-shape videos: it answers one-word questions about them)"
         if result.trained
         else "          (random weights: the answers are meaningless; this shows tokens kept and time, not accuracy)",
@@ -224,6 +245,8 @@ def format_demo(result: DemoResult) -> str:
         "",
         f"  {'':28}{'untouched':>12}{'framefusion':>14}{'speed-up':>10}",
         f"  {'LLM prefill, median s':28}{pre_u:12.3f}{pre_f:14.3f}{pre_u / pre_f:9.2f}x",
+        f"  {'LLM prefill spread, max/min':28}{_ratio(prefill['untouched']):>12}"
+        f"{_ratio(prefill['framefusion']):>14}  (over {len(prefill['untouched'])} repeats)",
         f"  {'generate (end to end), s':28}{gen_u:12.3f}{gen_f:14.3f}{gen_u / gen_f:9.2f}x",
         f"  {'FLOP bound (LLM prefill)':28}{'':12}{'':14}{result.flop_speedup:9.2f}x",
         f"  reduction itself: {result.reduction_seconds * 1000:.1f} ms"
@@ -233,4 +256,10 @@ def format_demo(result: DemoResult) -> str:
         f"  answer, untouched  : {result.answers['untouched']!r}",
         f"  answer, framefusion: {result.answers['framefusion']!r}",
     ]
-    return "\n".join(lines)
+    caveat = timing_caveat(result.prefill_seconds.values())
+    return "\n".join(lines + ([f"  {caveat}"] if caveat else []))
+
+
+def _ratio(times: list[float]) -> str:
+    ratio = spread_ratio(times)
+    return "-" if ratio is None else f"{ratio:.2f}x"

@@ -130,10 +130,16 @@ def default_methods(costs: Sequence[float] = (0.3, 0.5, 0.7)) -> list[Any]:
     return sweep([FrameFusionConfig(), FastVConfig(), RandomPruneConfig()], costs)
 
 
-def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tokens: int, handle=None):
+def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tokens: int, handle=None,
+             progress: bool = False, label: str = ""):  # fmt: skip
+    """First words of the answers, and the achieved costs with a ``handle``; ``progress``: a bar (stderr)
+    counting the questions answered, since one setting of a large set takes minutes."""
+    from tqdm.auto import tqdm
+
     from .data.synthetic_qa import chat_text
 
     words, costs = [], []
+    bar = tqdm(total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress)
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         inputs = processor(
@@ -148,6 +154,8 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
         words += [first_word(t) for t in texts]
         if handle is not None:
             costs += list(handle.last_report().achieved_cost)
+        bar.update(len(chunk))
+    bar.close()
     return words, costs
 
 
@@ -198,11 +206,12 @@ def evaluate(
     rows = []
     for config in tqdm([None, *configs], desc="eval (methods x budgets)", disable=not progress):
         if config is None:
-            words, costs = _answers(model, processor, items, batch_size, new_tokens)
+            words, costs = _answers(model, processor, items, batch_size, new_tokens, None, progress, UNTOUCHED)
             rows.append(row(UNTOUCHED, None, words, costs))
         else:
             with apply(model, config, processor=processor) as handle:
-                words, costs = _answers(model, processor, items, batch_size, new_tokens, handle)
+                label = f"{_label(config)} cost={getattr(config, 'cost', '-')}"
+                words, costs = _answers(model, processor, items, batch_size, new_tokens, handle, progress, label)
             rows.append(row(_label(config), config, words, costs))
     base = rows[0]["accuracy"]
     for r in rows:

@@ -55,6 +55,15 @@ class Limits:
         return time.monotonic() + self.read_timeout + length / self.upload_rate
 
 
+# Beside the page's times: each is one generate, while the server may be busy, and a small model's work
+# is too short for the reduction to show in wall time (the README says the same).
+TIMING_NOTE = (
+    '<p class="ff-muted" id="ff-timing-note">Times are single runs: indicative only, more so for a small '
+    "model, whose work is too short to time reliably. For measured speed-ups use "
+    "<code>framefusion run --compare --repeats 5</code> or <code>framefusion bench</code> on a quiet machine.</p>"
+)
+
+
 class WebDemo:
     """The page and what one submitted question does (thread-safe: the model answers one question at
     a time; up to ``limits.in_flight`` requests are read and decoded beside it)."""
@@ -186,7 +195,7 @@ class WebDemo:
             '<section id="ff-results"><h2>Answers</h2>'
             f'<p class="ff-muted">{html.escape(name)}, {len(video)} frames of {clip.total_frames} '
             f"({clip.duration:.2f} s), {result.video_tokens} video tokens; question: {html.escape(question)}</p>"
-            f"{results_table(rows)}<h2>What FrameFusion kept</h2>"
+            f"{results_table(rows)}{TIMING_NOTE}<h2>What FrameFusion kept</h2>"
             f'<div class="ff-card">{picture}</div></section>'
         )
 

@@ -306,3 +306,22 @@ def test_multiple_choice_log_likelihood_scoring_works_with_framefusion(shipped, 
     correct = [sum(a == item.answer for a, item in zip(run, items)) for run in (untouched, reduced)]
     assert correct[0] >= 10 and correct[1] >= correct[0] - 1, correct
     assert all(np.isfinite(s) for per_choice in reduced_scores for s, _ in per_choice)
+
+
+def test_eval_shows_progress_within_each_setting_on_stderr_and_none_with_json(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "framefusion", "eval", "--count", "4", "--batch", "2", "--costs", "0.5",
+            "--methods", "framefusion", "--out", str(tmp_path / "eval")]  # fmt: skip
+    shown = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert shown.returncode == 0, shown.stderr
+    # a bar per setting, counting questions batch by batch (2 of 4, then 4 of 4)
+    for setting in ("untouched", "framefusion cost=0.5"):
+        assert f"{setting}:  50%" in shown.stderr and f"{setting}: 100%" in shown.stderr
+    assert "2/4" in shown.stderr and "| method |" in shown.stdout and "2/4 [" not in shown.stdout
+    quiet = subprocess.run([*argv, "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert quiet.returncode == 0 and "2/4" not in quiet.stderr
+    assert [r["label"] for r in json.loads(quiet.stdout)] == ["untouched", "framefusion"]

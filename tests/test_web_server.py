@@ -546,3 +546,11 @@ def test_web_command_refuses_bad_limits_before_loading_anything(argv, words, cap
 
     assert main(["web", *argv]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_results_say_next_to_the_times_that_single_runs_are_indicative_only(tiny):
+    section = WebDemo(tiny, frames=4, max_new_tokens=2).run({"question": "What moves?", "video": "shipped"}, {})
+    times_at = section.index("time to first token, s")
+    note_at = section.index('id="ff-timing-note"')
+    assert times_at < note_at < section.index("What FrameFusion kept")  # right under the table of times
+    assert "single runs: indicative only" in section[note_at:] and "--repeats" in section[note_at:]

@@ -12,6 +12,7 @@ import threading
 from datetime import datetime, timezone
 
 from ..registry import config_for, method_names
+from ..timing import timing_caveat
 from .common import add_config_arguments, check_size, config_from
 
 HELP = "speed, memory and compute: untouched vs FrameFusion (and baselines) side by side, as ratios"
@@ -183,6 +184,9 @@ def run(args) -> int:
     meta["complete"] = True
     paths = bench.write_outputs(rows, args.out, meta)
     say(bench.format_table(rows))
+    caveat = timing_caveat(r.prefill_s for r in rows)
+    if caveat:
+        say(caveat)
     say("written: " + ", ".join(str(p) for p in paths.values()))
     if args.json:
         print(json.dumps(bench.bench_payload(rows, meta), indent=2))

@@ -44,12 +44,8 @@ def add_model_arguments(
         help=MODEL_HELP + ("" if required else f" (default: {default_help})"),
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        help="auto (a checkpoint's own; tiny models float32; shipped configs bfloat16 on a GPU), float32, "
-        "bfloat16 or float16",
+    add_device_arguments(
+        p, dtype_auto="a checkpoint's own; tiny models float32; shipped configs bfloat16 on a GPU", threads=False
     )
     p.add_argument(
         "--attn-implementation",
@@ -65,21 +61,37 @@ def add_model_arguments(
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
 
 
-def check_model_arguments(args) -> None:
-    """Refuse a bad model, device, dtype, attention or thread count before any slow step (video
-    decoding, building a model), and apply --threads."""
+def add_device_arguments(p: argparse.ArgumentParser, *, dtype_auto: str, threads: bool = True) -> None:
+    """--device, --dtype (``dtype_auto``: what auto means for this command) and --threads: the options
+    of a command that builds its own model (``demo``), as every model-loading command spells them."""
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", help=f"auto ({dtype_auto}), float32, bfloat16 or float16")
+    if threads:
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
+
+
+def check_device_arguments(args) -> None:
+    """Refuse a device that is not there, an unknown dtype or a thread count below 1, and apply --threads."""
     import torch
 
-    from ..loading import check_attn_implementation, check_model_spec, resolve_device, resolve_dtype
+    from ..loading import resolve_device, resolve_dtype
 
-    check_model_spec(args.model)
     resolve_device(args.device)
     resolve_dtype(args.dtype, None, None)
-    check_attn_implementation(args.attn_implementation)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+
+
+def check_model_arguments(args) -> None:
+    """Refuse a bad model, device, dtype, attention or thread count before any slow step (video
+    decoding, building a model), and apply --threads."""
+    from ..loading import check_attn_implementation, check_model_spec
+
+    check_model_spec(args.model)
+    check_attn_implementation(args.attn_implementation)
+    check_device_arguments(args)
 
 
 def load_from_args(args, **extra):

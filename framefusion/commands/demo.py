@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_config_arguments, check_size, config_from
+from .common import add_config_arguments, add_device_arguments, check_device_arguments, check_size, config_from
 
 HELP = "untouched vs FrameFusion side by side on a built-in model and the shipped video"
 
@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--new-tokens", type=int, default=None, help="tokens generated (default 1, the answer word; 8 with --random)"
     )
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up round; times are medians")
+    add_device_arguments(p, dtype_auto="float32: both models are small")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -33,6 +34,9 @@ def run(args) -> int:
         check_size(args.size)
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    check_device_arguments(args)
     from ..demo import format_demo, run_demo
 
     def demo(random_weights: bool, **overrides):
@@ -46,6 +50,8 @@ def run(args) -> int:
             repeats=args.repeats,
             progress=not args.json,
             question=args.question,
+            device=args.device,
+            dtype=args.dtype,
         )
         return run_demo(config, random_weights=random_weights, **dict(kwargs, **overrides))
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..timing import spread_ratio, timing_caveat
 from .common import add_config_arguments, add_model_arguments, check_model_arguments, config_from
 
 HELP = "answer a question about a video with FrameFusion (--compare: and untouched), side by side"
@@ -118,6 +119,7 @@ class RunResult:
     answers: dict[str, str]  # "untouched" (with compare) and "framefusion"
     seconds: dict[str, dict[str, float]]  # per run: first_token, generate (medians), new_tokens
     repeats: int = 1
+    first_token_runs: dict[str, list[float]] = field(default_factory=dict)  # every timed run, for the spread
     duration: float | None = None  # seconds of the whole video file (None: frames given as an array)
     total_frames: int | None = None  # frames in the whole video file
     sampled_times: list[float] | None = None  # seconds from the first frame, one per sampled frame
@@ -249,6 +251,7 @@ def answer(
         answers=answers,
         seconds=seconds,
         repeats=repeats,
+        first_token_runs={n: [t["first_token"] for t in ts] for n, ts in times.items()},
         duration=None if clip is None else round(clip.duration, 6),
         total_frames=None if clip is None else clip.total_frames,
         sampled_times=None if clip is None else [round(t, 6) for t in clip.times],
@@ -274,6 +277,7 @@ def format_result(result: RunResult) -> str:
         f_u, f_f = s["untouched"]["first_token"], s["framefusion"]["first_token"]
         speed = f"speed-up {f_u / f_f:.2f}x (untouched / framefusion)" if f_f > 0 else ""
     how = f"median of {result.repeats}" if result.repeats > 1 else "one run"
+    runs = result.first_token_runs or {n: [s[n]["first_token"]] for n in cols}
     lines = [
         "framefusion run",
         f"  model   : {result.model}",
@@ -289,6 +293,8 @@ def format_result(result: RunResult) -> str:
         row("video tokens kept", [kept[n] for n in cols], f"({share:.1f}% kept by framefusion)"),
         row("achieved cost", [cost[n] for n in cols], f"(budget {c['cost']})"),
         row(f"first token, s ({how})", [f"{s[n]['first_token']:.3f}" for n in cols], speed),
+        *([row("first token spread", [_spread_cell(runs[n]) for n in cols], "(max/min over repeats)")]
+          if result.repeats > 1 else []),
         row("generate, s", [f"{s[n]['generate']:.3f}" for n in cols]),
         row("new tokens", [str(s[n]["new_tokens"]) for n in cols]),
         "",
@@ -298,7 +304,13 @@ def format_result(result: RunResult) -> str:
     ]
     width = max(len(n) for n in cols)
     lines += [f"  answer, {n:{width}}: {result.answers[n]!r}" for n in cols]
-    return "\n".join(lines)
+    caveat = timing_caveat(runs.values())
+    return "\n".join(lines + ([f"  {caveat}"] if caveat else []))
+
+
+def _spread_cell(times: list[float]) -> str:
+    ratio = spread_ratio(times)
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def _sampled_text(result: RunResult) -> str:

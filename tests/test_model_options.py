@@ -91,3 +91,10 @@ def test_every_form_loads():
 def test_device_map_is_for_checkpoints_only():
     with pytest.raises(ValueError, match="device_map applies to checkpoints"):
         load_model("tiny:qwen2_vl", device="cpu", device_map="auto")
+
+
+def test_bench_bad_dtype_attention_and_device_are_one_line_errors():
+    assert_one_line_error(framefusion("bench", "--dtype", "float8"), "float8", "--dtype")
+    assert_one_line_error(framefusion("bench", "--attn-implementation", "fast"), "fast", "--attn")
+    missing = f"cuda:{torch.cuda.device_count() + 7}"
+    assert_one_line_error(framefusion("bench", "--device", missing), missing)

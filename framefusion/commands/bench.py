@@ -18,6 +18,8 @@ from .common import add_config_arguments, check_size, config_from
 HELP = "speed, memory and compute: untouched vs FrameFusion (and baselines) side by side, as ratios"
 
 BASELINES = [name for name in method_names() if name != "framefusion"]
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION = ("sdpa", "eager")
 
 
 def add_arguments(p) -> None:
@@ -38,12 +40,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--video", help="video file; without one, synthetic moving shapes")
     p.add_argument(
-        "--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help="weights and compute"
+        "--dtype", default="bfloat16", help="weights and compute: " + ", ".join(DTYPES)
     )
     p.add_argument("--device", default=None, help="cpu or cuda; without one, cuda if available")
     p.add_argument(
-        "--attn", "--attn-implementation", dest="attn", default="sdpa", choices=["sdpa", "eager"],
-        help="attention implementation",
+        "--attn", "--attn-implementation", dest="attn", default="sdpa", metavar="IMPL",
+        help="attention implementation: " + ", ".join(ATTENTION),
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
     p.add_argument(
@@ -161,6 +163,11 @@ def run(args) -> int:
     from .. import bench
 
     check_size(args.size)
+    # checked here, not by argparse choices, so a bad value is one "framefusion: error:" line
+    if args.dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    if args.attn not in ATTENTION:
+        raise ValueError(f"--attn must be one of {', '.join(ATTENTION)}, got {args.attn!r}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")

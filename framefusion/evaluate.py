@@ -139,7 +139,8 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
     from .data.synthetic_qa import chat_text
 
     words, costs = [], []
-    bar = tqdm(total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress)
+    bar = tqdm(total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress,
+               mininterval=0)  # every batch shows, however fast
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         inputs = processor(

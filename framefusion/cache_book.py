@@ -28,13 +28,14 @@ _BOOK = "_framefusion_book"
 @dataclass
 class CacheBook:
     length: int  # tokens the untouched model would have cached after the prefill
-    layer_length: dict[int, int] = field(default_factory=dict)  # shortened layer -> keys cached by the prefill
-    layer_valid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (b, layer_length) real key slots
+    # shortened layer -> (b, keys it held after the prefill) which of them are real tokens
+    layer_valid: dict[int, torch.Tensor] = field(default_factory=dict)
     layer_padded: dict[int, bool] = field(default_factory=dict)  # layer -> whether layer_valid has padding
 
     def removed(self, layer_idx: int) -> int:
         """Tokens the reduction removed from layer ``layer_idx``'s cache (0 for untouched layers)."""
-        return self.length - self.layer_length.get(layer_idx, self.length)
+        valid = self.layer_valid.get(layer_idx)
+        return 0 if valid is None else self.length - valid.shape[1]
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Follow a reordering of the batch rows (beam search) in place."""

@@ -430,7 +430,6 @@ class FrameFusionHandle:
         else:
             book.layer_valid[layer_idx] = torch.cat([prefix_valid, call.valid], dim=1)
             book.layer_padded[layer_idx] = call.padded or call.prefix.book.layer_padded.get(layer_idx, False)
-        book.layer_length[layer_idx] = book.layer_valid[layer_idx].shape[1]
 
     @staticmethod
     def _positions(call: _Call, full_cos: torch.Tensor, full_sin: torch.Tensor):
@@ -576,18 +575,11 @@ class FrameFusionHandle:
         if call.mask_cache is not None and call.mask_cache[0] == key:
             return call.mask_cache[1]
         valid = call.valid
-        keys = valid if prefix_valid is None else torch.cat([prefix_valid, valid], dim=1)  # (b, P + W)
         if not call.padded and prefix_valid is None and (impl.startswith("flash") or impl == "sdpa"):
             mask = None  # plain causal: flash's and sdpa's is_causal path
-        elif impl.startswith("flash"):
-            mask = keys.long()
         else:
-            width = valid.shape[1]
-            rows = torch.arange(width, device=valid.device)[:, None] + held
-            cols = torch.arange(held + width, device=valid.device)[None, :]
-            allowed = (cols <= rows)[None] & keys[:, None, :]  # (b, W, P + W)
-            allowed |= (cols == rows)[None]  # no empty rows
-            mask = _as_impl_mask(allowed[:, None], impl, dtype)
+            keys = valid if prefix_valid is None else torch.cat([prefix_valid, valid], dim=1)  # (b, P + W)
+            mask = _causal_mask(keys, valid.shape[1], impl, dtype)
         call.mask_cache = (key, mask)
         return mask
 
@@ -640,7 +632,6 @@ class FrameFusionHandle:
             now = torch.ones(batch, call.length, dtype=torch.bool, device=device)
             call.book.layer_valid[layer_idx] = torch.cat([self._prefix_valid(call, layer_idx), now], dim=1)
             call.book.layer_padded[layer_idx] = padded
-            call.book.layer_length[layer_idx] = call.book.layer_valid[layer_idx].shape[1]
 
     def _empty_report(self, batch: int, kept: list[list[int]]) -> _PendingReport:
         report = ReductionReport(
@@ -675,7 +666,7 @@ class FrameFusionHandle:
         if not book.layer_padded[layer_idx] and (impl.startswith("flash") or (impl == "sdpa" and q == 1)):
             mask = None  # plain causal over every cached key: no tensor work per step
         else:
-            prefill = book.layer_length[layer_idx]
+            prefill = valid.shape[1]
             earlier = true_length(cache, layer_idx) - prefill  # tokens cached after the prefill
             key = (id(valid), prefill, earlier, q, hidden.dtype)  # layers reduced together share it
             if key not in step.masks:
@@ -690,19 +681,24 @@ class FrameFusionHandle:
 def _continuation_mask(valid, call_mask, earlier: int, q: int, impl: str, dtype: torch.dtype):
     """Mask of q new tokens over a shortened layer's keys: the prefill's slots (``valid``, (b, P)),
     the ``earlier`` tokens cached since, then the new ones (causal among themselves)."""
-    prefill = valid.shape[1]
     width = earlier + q
     if isinstance(call_mask, torch.Tensor) and call_mask.ndim == 2 and call_mask.shape[1] >= width:
         new_valid = call_mask[:, call_mask.shape[1] - width :].bool().to(valid.device)
     else:
         new_valid = torch.ones(valid.shape[0], width, dtype=torch.bool, device=valid.device)
-    keys = torch.cat([valid, new_valid], dim=1)  # (b, K)
+    return _causal_mask(torch.cat([valid, new_valid], dim=1), q, impl, dtype)
+
+
+def _causal_mask(keys: torch.Tensor, queries: int, impl: str, dtype: torch.dtype):
+    """The attention mask of the last ``queries`` of ``keys`` (b, K) (True: a real token) over all K:
+    causal, padding hidden, every query sees at least itself. Flash takes the 2-D key mask itself."""
     if impl.startswith("flash"):
         return keys.long()
-    rows = torch.arange(q, device=keys.device)[:, None] + prefill + earlier
-    cols = torch.arange(keys.shape[1], device=keys.device)[None, :]
-    allowed = (cols <= rows)[None] & keys[:, None, :]
-    allowed[:, torch.arange(q), prefill + earlier + torch.arange(q)] = True  # no empty rows
+    total = keys.shape[1]
+    rows = torch.arange(queries, device=keys.device)[:, None] + (total - queries)
+    cols = torch.arange(total, device=keys.device)[None, :]
+    allowed = (cols <= rows)[None] & keys[:, None, :]  # (b, queries, K)
+    allowed |= (cols == rows)[None]  # no empty rows
     return _as_impl_mask(allowed[:, None], impl, dtype)
 
 

@@ -266,6 +266,8 @@ class FrameFusionHandle:
             self._local.call = self._start_call(kwargs, input_ids)
             return None
         book = book_of(cache)
+        if book is None and not getattr(self._local, "recorded", None):
+            return None  # an unreduced cache and nothing new to reduce: the model's own way is right
         step = _Step(book or CacheBook(seen), kwargs.get("attention_mask"), _attention_impl(self.adapter))
         if getattr(self._local, "recorded", None):  # the vision tower ran: a video arrives in a later turn
             self._local.call = self._start_call(kwargs, input_ids, prefix=step)

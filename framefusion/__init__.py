@@ -7,7 +7,7 @@ handle.remove()                   # the model is as before
 
 Other methods behind the same call, for comparison: FastVConfig, InputMergeConfig,
 RandomPruneConfig, UniformPruneConfig, and FrameFusionConfig(merge=False) / (prune=False);
-framefusion.compare.compare_methods puts them side by side.
+framefusion.tools.compare.compare_methods puts them side by side.
 """
 
 from .adapters import UnsupportedModelError, supported_models

@@ -84,7 +84,7 @@ log "2. $COUNT synthetic QA clips -> $DIR/data"
 import json, sys
 from pathlib import Path
 from framefusion.data.synthetic_qa import make_sample
-from framefusion.models import write_video
+from framefusion.tiny_models import write_video
 
 out, count, fps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from framefusion.models import build_tiny_processor, make_synthetic_video  # noqa: E402
+from framefusion.tiny_models import build_tiny_processor, make_synthetic_video  # noqa: E402
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
 

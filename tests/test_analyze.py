@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framefusion.adapters import adapter_for
-from framefusion.analyze import (
+from framefusion.tools.analyze import (
     _same_patch_earlier,
     analyze,
     kendall_tau_b,
@@ -18,7 +18,7 @@ from framefusion.analyze import (
     suggest_threshold,
 )
 from framefusion.cli import main
-from framefusion.models import zoo
+from framefusion.tiny_models import zoo
 
 LAYER = 2  # the layer checked by brute force
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from framefusion import FrameFusionConfig
-from framefusion.bench import (
+from framefusion.tools.bench import (
     BenchRow,
     BenchRun,
     Measurement,
@@ -18,7 +18,7 @@ from framefusion.bench import (
     write_outputs,
 )
 from framefusion.cli import main
-from framefusion.models.zoo import build
+from framefusion.tiny_models.zoo import build
 
 
 def test_bench_rows_ratios_and_outputs(videos, tmp_path):

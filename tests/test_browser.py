@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from framefusion.commands.run import LoadedModel
-from framefusion.models import make_synthetic_video, write_video, zoo
-from framefusion.visualize import build_token_map, write_html
-from framefusion.webdemo import WebDemo, make_server
+from framefusion.tiny_models import make_synthetic_video, write_video, zoo
+from framefusion.tools.visualize import build_token_map, write_html
+from framefusion.tools.web import WebDemo, make_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -1,6 +1,6 @@
 """The conformance suite every model family passes (tiny random-weight models, real processors).
 
-Adding a family = an adapter file, a tiny builder in framefusion/models/zoo.py, and its name below.
+Adding a family = an adapter file, a tiny builder in framefusion/tiny_models/zoo.py, and its name below.
 """
 
 import pytest
@@ -10,8 +10,8 @@ from conftest import greedy, probe_and_eager_attention, replay_logits
 import framefusion
 from framefusion import FrameFusionConfig, Replay
 from framefusion.adapters import adapter_for
-from framefusion.bench import output_cache
-from framefusion.models.zoo import build, video_inputs
+from framefusion.tools.bench import output_cache
+from framefusion.tiny_models.zoo import build, video_inputs
 
 FAMILIES = [
     "qwen2_vl",

@@ -8,7 +8,7 @@ from conftest import FAMILIES, greedy, make_inputs
 
 import framefusion
 from framefusion import FrameFusionConfig
-from framefusion.models import build_tiny_model
+from framefusion.tiny_models import build_tiny_model
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

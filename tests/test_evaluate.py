@@ -10,7 +10,7 @@ import torch
 from framefusion.cli import main
 from framefusion.config import FastVConfig, FrameFusionConfig, RandomPruneConfig
 from framefusion.data import synthetic_qa as qa
-from framefusion.evaluate import ASSET_MODEL, evaluate, first_word, load_model, synthetic_test_set
+from framefusion.tools.evaluate import ASSET_MODEL, evaluate, first_word, load_model, synthetic_test_set
 from framefusion.integrations import lmms_eval as lm
 
 # Untouched accuracy of the shipped model on the first 40 test questions: measured 0.975 (39/40;
@@ -72,7 +72,7 @@ def test_eval_command_writes_the_table_json_and_plot(tmp_path, capsys):
 
 
 def test_eval_on_a_json_qa_folder(tmp_path, shipped):
-    from framefusion.models import write_video
+    from framefusion.tiny_models import write_video
 
     records = []
     for i in range(2):
@@ -104,7 +104,7 @@ def test_eval_bad_input_exits_2(argv, words, capsys):
 
 
 def test_bad_qa_json_is_refused_clearly(tmp_path):
-    from framefusion.evaluate import load_qa
+    from framefusion.tools.evaluate import load_qa
 
     (tmp_path / "qa.json").write_text(json.dumps([{"video": "a.mp4", "question": "q"}]))
     with pytest.raises(ValueError, match="entry 0 must have string fields"):

@@ -11,8 +11,8 @@ import framefusion
 from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
 from framefusion.adapters.glm4v import Glm4vAdapter
-from framefusion.models import tiny_glm4v
-from framefusion.models.zoo import video_inputs
+from framefusion.tiny_models import glm4v as tiny_glm4v
+from framefusion.tiny_models.zoo import video_inputs
 
 _MODELS: dict = {}
 

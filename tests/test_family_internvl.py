@@ -13,7 +13,7 @@ from conftest import random_image as image
 import framefusion
 from framefusion import FrameFusionConfig
 from framefusion.adapters.internvl import InternVLAdapter
-from framefusion.models import tiny_internvl
+from framefusion.tiny_models import internvl as tiny_internvl
 
 TOKENS = tiny_internvl.TOKENS_PER_TILE
 _MODELS: dict = {}

@@ -13,14 +13,14 @@ from conftest import greedy, replay_logits
 import framefusion
 from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
-from framefusion.models import make_synthetic_video
-from framefusion.models.tiny_llava_video import (
+from framefusion.tiny_models import make_synthetic_video
+from framefusion.tiny_models.llava_video import (
     NUM_FRAMES,
     build_tiny_llava_video,
     build_tiny_llava_video_model,
     build_tiny_llava_video_processor,
 )
-from framefusion.models.zoo import video_inputs
+from framefusion.tiny_models.zoo import video_inputs
 from framefusion.report import Decision
 
 FAMILIES = ["llava_onevision", "llava_next_video", "video_llava"]
@@ -268,7 +268,7 @@ def test_a_video_in_a_later_turn_is_reduced_on_its_own(family, videos):
     only (transformers supports this for these families): the new video is reduced on its own
     budget, and every step equals a cache-free forward over the whole conversation with both
     turns' decisions replayed."""
-    from framefusion.bench import output_cache
+    from framefusion.tools.bench import output_cache
 
     model, processor = tiny(family)
     new_video = make_synthetic_video(num_frames=NUM_FRAMES, size=112, seed=5)

@@ -12,8 +12,8 @@ import framefusion
 from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
 from framefusion.adapters.qwen3_vl import Qwen3VLAdapter
-from framefusion.models import tiny_qwen3_vl
-from framefusion.models.zoo import video_inputs
+from framefusion.tiny_models import qwen3_vl as tiny_qwen3_vl
+from framefusion.tiny_models.zoo import video_inputs
 
 _MODELS: dict = {}
 

@@ -20,8 +20,8 @@ import framefusion
 from framefusion import FrameFusionConfig
 from framefusion.adapters import adapter_for
 from framefusion.adapters.smolvlm import SmolVLMAdapter
-from framefusion.models import tiny_smolvlm
-from framefusion.models.zoo import video_inputs
+from framefusion.tiny_models import smolvlm as tiny_smolvlm
+from framefusion.tiny_models.zoo import video_inputs
 
 TOKENS = tiny_smolvlm.TOKENS_PER_TILE
 _MODELS: dict = {}
@@ -172,7 +172,7 @@ def test_adapter_needs_the_processor():
         SmolVLMAdapter(model)
     with pytest.raises(ValueError, match="processor=processor"):
         framefusion.apply(model, FrameFusionConfig(cost=0.3))
-    from framefusion.models import build_tiny_tokenizer  # a tokenizer without SmolVLM's image tokens
+    from framefusion.tiny_models import build_tiny_tokenizer  # a tokenizer without SmolVLM's image tokens
 
     with pytest.raises(ValueError, match="global-img"):
         adapter_for(model, build_tiny_tokenizer())

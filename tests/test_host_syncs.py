@@ -14,7 +14,7 @@ from host_syncs import HostSyncCounter
 
 import framefusion
 from framefusion import EVSConfig, FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig
-from framefusion.models import build_tiny
+from framefusion.tiny_models import build_tiny
 
 from conftest import make_inputs
 
@@ -68,7 +68,7 @@ def test_counter_counts_factories_as_device_tensors():
 # ------------------------------------------------------------------------------------ the engine
 @pytest.fixture(scope="module")
 def qwen():
-    from framefusion.models import make_synthetic_video
+    from framefusion.tiny_models import make_synthetic_video
 
     model, processor = build_tiny("qwen2_vl", num_layers=8)
     video = make_synthetic_video(num_frames=16, size=112, seed=0)
@@ -152,7 +152,7 @@ def test_decode_steps_read_nothing_more_than_untouched(qwen, attention, batch):
 def test_cuda_sync_debug_mode_agrees():
     import warnings
 
-    from framefusion.models import make_synthetic_video
+    from framefusion.tiny_models import make_synthetic_video
 
     model, processor = build_tiny("qwen2_vl", num_layers=8)
     model = model.to("cuda")

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 import framefusion
 from framefusion import FrameFusionConfig, Replay
 from framefusion.cli import main
-from framefusion.models import make_synthetic_video, read_video, write_video
-from framefusion.models.zoo import build, video_inputs
+from framefusion.tiny_models import make_synthetic_video, read_video, write_video
+from framefusion.tiny_models.zoo import build, video_inputs
 from framefusion.report import Decision
 
 PACKAGE = Path(framefusion.__file__).resolve().parent
@@ -433,8 +433,8 @@ def test_import_and_generate_without_network(tmp_path):
         socket.create_connection = socket.getaddrinfo = refuse
 
         import framefusion
-        from framefusion.models import make_synthetic_video
-        from framefusion.models.zoo import build, video_inputs
+        from framefusion.tiny_models import make_synthetic_video
+        from framefusion.tiny_models.zoo import build, video_inputs
 
         model, processor = build("qwen2_vl", num_layers=2)
         inputs = video_inputs(processor, ["What moves?"], [make_synthetic_video(num_frames=4, size=56)])

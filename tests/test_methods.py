@@ -415,7 +415,7 @@ _MODELS: dict = {}
 
 
 def tiny(num_layers=4, attn="sdpa"):
-    from framefusion.models.zoo import build
+    from framefusion.tiny_models.zoo import build
 
     key = (num_layers, attn)
     if key not in _MODELS:
@@ -437,7 +437,7 @@ def noop_configs() -> dict:
 
 
 def _inputs(processor, videos, questions=("What moves in the video?",), clips=(16,)):
-    from framefusion.models.zoo import video_inputs
+    from framefusion.tiny_models.zoo import video_inputs
 
     return video_inputs(processor, list(questions), [videos[c] if c else None for c in clips])
 
@@ -525,7 +525,7 @@ def test_left_padded_batch_equals_single_samples(videos, name):
 
 
 def test_compare_methods_writes_consistent_table_and_plot(videos, tmp_path):
-    from framefusion.compare import compare_methods, sweep
+    from framefusion.tools.compare import compare_methods, sweep
 
     model, processor = tiny()
     samples = [("What moves?", videos[16]), _inputs(processor, videos, ["Count the shapes."], [8])]

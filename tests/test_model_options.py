@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from framefusion.loading import SHIPPED_MODEL, load_model
+from framefusion.tools.loading import SHIPPED_MODEL, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_COMMANDS = ["run", "visualize", "web", "analyze", "eval"]

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from framefusion.loading import SHIPPED_MODEL
-from framefusion.models import demo_video_path
+from framefusion.tools.loading import SHIPPED_MODEL
+from framefusion.tiny_models import demo_video_path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAND_INS = {

@@ -10,7 +10,7 @@ import framefusion
 from framefusion.commands import bench as bench_command
 from framefusion.commands import eval as eval_command
 from framefusion.integrations.lmms_eval import config_from_settings
-from framefusion.models import build_tiny_model
+from framefusion.tiny_models import build_tiny_model
 from framefusion.registry import METHODS, config_for, method_names
 
 

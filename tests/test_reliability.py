@@ -9,7 +9,7 @@ from conftest import greedy
 import framefusion
 from framefusion import FrameFusionConfig
 from framefusion.algorithm import adjacent_similarity, merge_means, merge_roots, previous_same_patch
-from framefusion.models.zoo import build, video_inputs
+from framefusion.tiny_models.zoo import build, video_inputs
 
 
 def test_two_threads_generating_at_once_get_what_they_get_alone(videos):

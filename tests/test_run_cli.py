@@ -6,7 +6,7 @@ import pytest
 
 from framefusion.cli import main
 from framefusion.commands.run import SHIPPED_MODEL
-from framefusion.models import write_video, zoo
+from framefusion.tiny_models import write_video, zoo
 
 
 def test_run_with_no_arguments_uses_the_defaults(capsys):

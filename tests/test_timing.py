@@ -2,9 +2,9 @@
 
 from framefusion.cli import main
 from framefusion.commands.run import RunResult, format_result
-from framefusion.compare import write_table
-from framefusion.demo import DemoResult, format_demo
-from framefusion.timing import LARGE_SPREAD, SINGLE_RUN_NOTE, spread_ratio, spread_text, timing_caveat
+from framefusion.tools.compare import write_table
+from framefusion.tools.demo import DemoResult, format_demo
+from framefusion.tools.timing import LARGE_SPREAD, SINGLE_RUN_NOTE, spread_ratio, spread_text, timing_caveat
 
 
 def test_spread_ratio_and_text_on_given_numbers():
@@ -79,7 +79,7 @@ def test_comparison_table_has_a_spread_column_and_the_caveat_line(tmp_path):
 
 
 def test_bench_says_single_round_times_are_indicative_only(tmp_path, capsys):
-    from framefusion.models.zoo import build
+    from framefusion.tiny_models.zoo import build
 
     model, processor = build("qwen2_vl", num_layers=1)
     model.save_pretrained(tmp_path / "ckpt")

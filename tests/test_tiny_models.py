@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-from framefusion.models import (
+from framefusion.tiny_models import (
     FAMILIES,
     build_tiny,
     build_tiny_model,

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import framefusion
-from framefusion import video as video_module
+from framefusion.tools import video as video_module
 from framefusion.cli import main
-from framefusion.models import make_synthetic_video, read_video, write_video
-from framefusion.models.zoo import build, video_inputs
-from framefusion.video import VideoClip, as_uint8_video, even_indices, read_clip
+from framefusion.tiny_models import make_synthetic_video, read_video, write_video
+from framefusion.tiny_models.zoo import build, video_inputs
+from framefusion.tools.video import VideoClip, as_uint8_video, even_indices, read_clip
 
 ROOT = Path(framefusion.__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -168,7 +168,7 @@ PEAK_SCRIPT = textwrap.dedent(
     """
     import importlib.util, json, sys
 
-    # framefusion/video.py alone (numpy and PyAV), without the package's torch and transformers
+    # framefusion/tools/video.py alone (numpy and PyAV), without the package's torch and transformers
     spec = importlib.util.spec_from_file_location("video", sys.argv[3])
     video = sys.modules["video"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(video)
@@ -191,7 +191,7 @@ PEAK_SCRIPT = textwrap.dedent(
 
 
 def _peak_rise(path: Path, **how) -> dict:
-    source = ROOT / "framefusion" / "video.py"
+    source = ROOT / "framefusion" / "tools" / "video.py"
     out = subprocess.run(
         [sys.executable, "-c", PEAK_SCRIPT, str(path), json.dumps(how), str(source)],
         capture_output=True, text=True, timeout=300,
@@ -263,8 +263,8 @@ def test_a_float_video_enters_the_prompt_as_its_uint8_form():
 
 
 def test_analyze_and_eval_apply_the_same_check(tmp_path):
-    from framefusion.analyze import _prepare_inputs
-    from framefusion.evaluate import QAItem, evaluate
+    from framefusion.tools.analyze import _prepare_inputs
+    from framefusion.tools.evaluate import QAItem, evaluate
 
     model, processor = build("qwen2_vl", num_layers=1)
     bad = np.full((2, 56, 56, 3), 2.0, np.float32)
@@ -308,7 +308,7 @@ def test_video_clip_summary_is_json_ready(clip16):
 
 
 def test_eval_on_a_folder_reads_at_most_the_trained_frame_count(tmp_path):
-    from framefusion.evaluate import load_qa
+    from framefusion.tools.evaluate import load_qa
 
     write_video(make_synthetic_video(num_frames=16, size=56, seed=4), tmp_path / "a.mp4")
     (tmp_path / "qa.json").write_text(json.dumps([{"video": "a.mp4", "question": "q", "answer": "red"}]))

@@ -9,9 +9,9 @@ from PIL import Image
 
 from framefusion import FrameFusionConfig
 from framefusion.cli import main
-from framefusion.models import zoo
+from framefusion.tiny_models import zoo
 from framefusion.report import Decision, ReductionReport
-from framefusion.visualize import (
+from framefusion.tools.visualize import (
     FrameGrid,
     TokenFate,
     TokenMap,

@@ -25,9 +25,9 @@ import pytest
 
 import framefusion
 from framefusion.commands.run import LoadedModel
-from framefusion.models import make_synthetic_video, write_video, zoo
-from framefusion.webdemo import Limits, WebDemo, make_server
-from framefusion.webform import BodyTimeout, FormLimits, read_form
+from framefusion.tiny_models import make_synthetic_video, write_video, zoo
+from framefusion.tools.web import Limits, WebDemo, make_server
+from framefusion.tools.webform import BodyTimeout, FormLimits, read_form
 
 ROOT = Path(framefusion.__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -451,7 +451,7 @@ def test_soak_mixed_requests_against_framefusion_web(tmp_path, tiny_checkpoint):
 
     from framefusion import FrameFusionConfig
     from framefusion.commands.run import answer, load_model, sample_clip
-    from framefusion.visualize import _shown
+    from framefusion.tools.visualize import _shown
 
     videos = {f"c{k}.mp4": write_video(make_synthetic_video(n, s, seed=20 + k), tmp_path / f"c{k}.mp4")
               for k, (n, s) in enumerate([(4, 56), (6, 56), (3, 112), (2, 56)])}  # fmt: skip
@@ -516,7 +516,7 @@ def test_soak_mixed_requests_against_framefusion_web(tmp_path, tiny_checkpoint):
         for r, _, page, _ in (x for x in results if x[0]["kind"] == "good"):
             name, question, cost = r["key"]
             if r["key"] not in expected:
-                path = framefusion.models.demo_video_path() if name == "shipped" else videos[name]
+                path = framefusion.tiny_models.demo_video_path() if name == "shipped" else videos[name]
                 clip = sample_clip(path, 4, exact=False, max_pixels=Limits().frame_pixels)
                 config = FrameFusionConfig(cost=float(cost), similarity_threshold=0.6)
                 result = answer(loaded, clip, question, config, max_new_tokens=3, warmup=0, progress=False)

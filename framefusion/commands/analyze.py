@@ -44,8 +44,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..analyze import analyze, check_settings
-    from ..models import demo_video_path, read_video
+    from ..tools.analyze import analyze, check_settings
+    from ..tiny_models import demo_video_path, read_video
     from .common import check_size, load_from_args
 
     check_settings(args.distances, args.thresholds, args.target_share, args.random_pairs, args.bins)
@@ -58,11 +58,11 @@ def run(args) -> int:
     video = read_video(video_path, num_frames=args.frames)  # before loading the model: a bad file fails fast
     model, processor, weights = load_from_args(args, size=args.size, vision_depth=args.vision_depth)
     device = next(model.parameters()).device
-    from .. import bench
+    from ..tools import bench
 
     size = args.size or (448 if args.model in bench.shipped_configs() else None)
     if size is not None:
-        from ..demo import _resize
+        from ..tools.demo import _resize
 
         video = _resize(video, size)
     result = analyze(

@@ -12,7 +12,7 @@ import threading
 from datetime import datetime, timezone
 
 from ..registry import config_for, method_names
-from ..timing import timing_caveat
+from ..tools.timing import timing_caveat
 from .common import add_config_arguments, check_size, config_from
 
 HELP = "speed, memory and compute: untouched vs FrameFusion (and baselines) side by side, as ratios"
@@ -23,7 +23,7 @@ ATTENTION = ("sdpa", "eager")
 
 
 def add_arguments(p) -> None:
-    from ..bench import shipped_configs
+    from ..tools.bench import shipped_configs
 
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter  # every option shows its default
     p.add_argument(
@@ -89,14 +89,14 @@ def _settings(args):
 
 def _videos(args) -> dict:
     """Frames for each frame count; read before any model is built, so a bad video fails at once."""
-    from ..models import make_synthetic_video, read_video
+    from ..tiny_models import make_synthetic_video, read_video
 
     videos = {}
     for f in args.frames:
         if f < 1:
             raise ValueError(f"--frames must be >= 1, got {f}")
         if args.video:
-            from ..demo import _resize
+            from ..tools.demo import _resize
 
             videos[f] = _resize(read_video(args.video, num_frames=f), args.size)
         else:
@@ -105,10 +105,10 @@ def _videos(args) -> dict:
 
 
 def _load(args, dtype, device: str):
-    """(model, processor, weights) by :func:`framefusion.loading.load_model`: a shipped config is built
+    """(model, processor, weights) by :func:`framefusion.tools.loading.load_model`: a shipped config is built
     on ``device`` in ``dtype`` (a real size built on the CPU first takes minutes to move), a checkpoint
     loaded straight onto it."""
-    from ..loading import load_model
+    from ..tools.loading import load_model
 
     return load_model(
         args.model, device=device, dtype=dtype, attn_implementation=args.attn, size=args.size,
@@ -117,7 +117,7 @@ def _load(args, dtype, device: str):
 
 
 def _meta(args, model, weights: str) -> dict:
-    from .. import bench
+    from ..tools import bench
 
     return {
         "model": args.model,
@@ -135,7 +135,7 @@ def _meta(args, model, weights: str) -> dict:
 
 
 def _device(name: str | None) -> str:
-    from ..loading import resolve_device
+    from ..tools.loading import resolve_device
 
     return str(resolve_device(name))
 
@@ -143,7 +143,7 @@ def _device(name: str | None) -> str:
 def _measure(bench_run, meta: dict, out: str, say) -> list:
     """Run the bench. If it stops early (Ctrl-C, SIGTERM, an error), write the rows measured so
     far, marked incomplete, and let the exception go on: the exit status still says it stopped."""
-    from .. import bench
+    from ..tools import bench
 
     try:
         with _sigterm_interrupts():
@@ -160,7 +160,7 @@ def _measure(bench_run, meta: dict, out: str, say) -> list:
 def run(args) -> int:
     import torch
 
-    from .. import bench
+    from ..tools import bench
 
     check_size(args.size)
     # checked here, not by argparse choices, so a bad value is one "framefusion: error:" line

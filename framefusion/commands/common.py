@@ -36,7 +36,7 @@ MODEL_HELP = (
 def add_model_arguments(
     p: argparse.ArgumentParser, *, required: bool = False, default_help: str = "the shipped trained model"
 ) -> None:
-    """The options of every command that loads a model (see :func:`framefusion.loading.load_model`)."""
+    """The options of every command that loads a model (see :func:`framefusion.tools.loading.load_model`)."""
     p.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
@@ -74,7 +74,7 @@ def check_device_arguments(args) -> None:
     """Refuse a device that is not there, an unknown dtype or a thread count below 1, and apply --threads."""
     import torch
 
-    from ..loading import resolve_device, resolve_dtype
+    from ..tools.loading import resolve_device, resolve_dtype
 
     resolve_device(args.device)
     resolve_dtype(args.dtype, None, None)
@@ -87,7 +87,7 @@ def check_device_arguments(args) -> None:
 def check_model_arguments(args) -> None:
     """Refuse a bad model, device, dtype, attention or thread count before any slow step (video
     decoding, building a model), and apply --threads."""
-    from ..loading import check_attn_implementation, check_model_spec
+    from ..tools.loading import check_attn_implementation, check_model_spec
 
     check_model_spec(args.model)
     check_attn_implementation(args.attn_implementation)
@@ -96,7 +96,7 @@ def check_model_arguments(args) -> None:
 
 def load_from_args(args, **extra):
     """``(model, processor, description)`` of ``args.model`` with the common options."""
-    from ..loading import load_model
+    from ..tools.loading import load_model
 
     return load_model(
         args.model,

@@ -37,7 +37,7 @@ def run(args) -> int:
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     check_device_arguments(args)
-    from ..demo import format_demo, run_demo
+    from ..tools.demo import format_demo, run_demo
 
     def demo(random_weights: bool, **overrides):
         kwargs = dict(

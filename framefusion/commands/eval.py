@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
 
 
 def _configs(args) -> list:
-    from ..compare import sweep
+    from ..tools.compare import sweep
 
     for c in args.costs:
         if not 0.0 < c <= 1.0:
@@ -40,7 +40,7 @@ def _configs(args) -> list:
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate, load_qa, synthetic_test_set, training_info
+    from ..tools.evaluate import evaluate, load_qa, synthetic_test_set, training_info
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")

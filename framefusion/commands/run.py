@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..timing import spread_ratio, timing_caveat
+from ..tools.timing import spread_ratio, timing_caveat
 from .common import add_config_arguments, add_model_arguments, check_model_arguments, config_from
 
 HELP = "answer a question about a video with FrameFusion (--compare: and untouched), side by side"
@@ -34,7 +34,7 @@ MAX_FPS_FRAMES = 768
 RANDOM_WEIGHTS_NOTE = "random weights: its answers are meaningless; it shows tokens kept and time, not accuracy"
 RANDOM_NOTE = (
     "framefusion/assets/model/ is not there yet, so this is a tiny Qwen2-VL with RANDOM weights "
-    "(framefusion.models.zoo): its answers are meaningless; it shows tokens kept and time, not accuracy"
+    "(framefusion.tiny_models.zoo): its answers are meaningless; it shows tokens kept and time, not accuracy"
 )
 
 
@@ -74,10 +74,10 @@ def load_model(
     attn_implementation: str | None = None,
     device_map: str | None = None,
 ) -> LoadedModel:
-    """A model and its processor, in any form :func:`framefusion.loading.load_model` takes (``tiny:FAMILY``,
+    """A model and its processor, in any form :func:`framefusion.tools.loading.load_model` takes (``tiny:FAMILY``,
     a shipped config, a folder, a Hugging Face id). Without ``name``: the shipped model in
     ``framefusion/assets/model/``, or, while that folder does not exist, the tiny random Qwen2-VL."""
-    from .. import loading
+    from ..tools import loading
 
     if name is None and not (SHIPPED_MODEL / "config.json").is_file():
         name, fallback = "tiny:qwen2_vl", True
@@ -181,15 +181,15 @@ def answer(
     repeats: int = 1,
     progress: bool = True,
 ) -> RunResult:
-    """Answer ``question`` about ``video`` ((T, H, W, 3) uint8 frames, or a :class:`~framefusion.video.VideoClip`,
+    """Answer ``question`` about ``video`` ((T, H, W, 3) uint8 frames, or a :class:`~framefusion.tools.video.VideoClip`,
     whose duration and sampled times then go into the result) with FrameFusion, and untouched too with
     ``compare``; times are medians over ``repeats`` interleaved runs after ``warmup`` ones."""
     import torch
 
     from ..config import FrameFusionConfig
     from ..engine import apply
-    from ..models import zoo
-    from ..video import VideoClip
+    from ..tiny_models import zoo
+    from ..tools.video import VideoClip
 
     clip = video if isinstance(video, VideoClip) else None
     video = clip.frames if clip is not None else video
@@ -346,12 +346,12 @@ def sample_clip(
     exact: bool = True,
     max_pixels: int | None = None,
 ):
-    """A :class:`~framefusion.video.VideoClip` of the video at ``path``: ``frames`` frames evenly spread
+    """A :class:`~framefusion.tools.video.VideoClip` of the video at ``path``: ``frames`` frames evenly spread
     (default: :data:`DEFAULT_FRAMES`, or every frame of a shorter video); with ``exact=False`` a video
     shorter than ``frames`` gives all its frames instead of an error. With ``fps``: the frames shown at
     ``t = 0, 1/fps, ...``, at most ``frames`` (default :data:`MAX_FPS_FRAMES`). Decoding holds only the
     frames kept; ``max_pixels`` scales larger frames down as they are decoded."""
-    from ..video import read_clip
+    from ..tools.video import read_clip
 
     if frames is not None and frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
@@ -374,7 +374,7 @@ def read_input_clip(
 ):
     """``(name, clip)`` of the video at ``path`` (default: the shipped one), sampled as :func:`sample_clip`
     does; ``exact=False``: a shorter video gives all its frames."""
-    from ..models import demo_video_path
+    from ..tiny_models import demo_video_path
 
     if frames is not None and frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
@@ -426,7 +426,7 @@ def run(args) -> int:
     progress = not args.json
     frames, exact = args.frames, args.frames is not None
     if frames is None and args.fps is None and args.model is None and (SHIPPED_MODEL / "config.json").is_file():
-        from ..evaluate import training_info
+        from ..tools.evaluate import training_info
 
         # the clip length the shipped model was trained and evaluated on; a shorter video gives all its frames
         frames = int(training_info(SHIPPED_MODEL).get("frames", DEFAULT_FRAMES))

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..visualize import build_token_map, check_supported, write_gif, write_html, write_png
+    from ..tools.visualize import build_token_map, check_supported, write_gif, write_html, write_png
 
     bad = [f for f in args.formats if f not in FORMATS]
     if bad:

@@ -9,7 +9,7 @@ HELP = "local web demo on 127.0.0.1: upload a video or use the shipped one, comp
 
 
 def add_arguments(p) -> None:
-    from ..webdemo import Limits
+    from ..tools.web import Limits
 
     add_model_arguments(p)
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (0: any free port)")
@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..webdemo import Limits, WebDemo, serve
+    from ..tools.web import Limits, WebDemo, serve
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")

@@ -42,7 +42,7 @@ from transformers import (
     Qwen2VLProcessor,
 )
 
-from ..models.tiny import _WORDS, MAX_PIXELS, build_tiny_model, build_tiny_processor, build_tiny_tokenizer
+from ..tiny_models.qwen2_vl import _WORDS, MAX_PIXELS, build_tiny_model, build_tiny_processor, build_tiny_tokenizer
 
 __all__ = [
     "ANSWERS",
@@ -381,7 +381,7 @@ def write_demo(
     ``num_frames`` of them uniformly gives back the generated sample.
     Returns ``{"video", "question", "answer", "kind"}``, the JSON written.
     """
-    from ..models.tiny import demo_video_path, read_video, write_video
+    from ..tiny_models.qwen2_vl import demo_video_path, read_video, write_video
 
     video_path = Path(video_path) if video_path else demo_video_path()
     sample = make_sample("demo", index, num_frames=num_frames, size=size, kind=kind)

@@ -1,7 +1,7 @@
 """Reading a POSTed form as it arrives: uploaded files go straight to temporary files, so a request
 body is never held in memory (not even once), and a client that stops sending is cut off.
 
-Used by the web demo (:mod:`framefusion.webdemo`); the standard library only. A body is read in
+Used by the web demo (:mod:`framefusion.tools.web`); the standard library only. A body is read in
 chunks of :data:`CHUNK` bytes, never past its declared ``Content-Length``; each read waits at most
 the socket's timeout, and the whole body must arrive before a deadline the caller sets.
 """

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from .engine import apply
+from ..engine import apply
 from .timing import spread_ratio, timing_caveat
 
 __all__ = ["compare_methods", "sweep", "write_table", "plot_rows"]
@@ -73,7 +73,7 @@ def _prepare(processor: Any, sample: Any) -> Mapping[str, Any]:
     if isinstance(sample, Mapping):
         return sample
     if isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[0], str):
-        from .models.zoo import video_inputs
+        from ..tiny_models.zoo import video_inputs
 
         return video_inputs(processor, [sample[0]], [sample[1]])
     raise TypeError(

@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .engine import apply
-from .flops import flop_ratio
+from ..engine import apply
+from ..flops import flop_ratio
 
 __all__ = [
     "BenchRow",
@@ -45,7 +45,7 @@ __all__ = [
     "write_outputs",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent / "assets" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "assets" / "configs"
 
 
 def shipped_configs() -> list[str]:
@@ -89,7 +89,7 @@ def build_random_model(
     The tokenizer is framefusion's tiny offline one: its special-token ids are written into the
     config; the LLM keeps its real shape (vocabulary size included).
     """
-    from .models import build_tiny_processor, tiny_token_ids
+    from ..tiny_models import build_tiny_processor, tiny_token_ids
 
     processor = build_tiny_processor("qwen2_vl", max_pixels=size * size)
     config = load_config(name, vision_depth, tiny_token_ids(processor))
@@ -177,7 +177,7 @@ class BenchRow:
 
 def method_name(config) -> str:
     """The method of a setting's config, as tables and plots name it (None: untouched)."""
-    from .config import FrameFusionConfig
+    from ..config import FrameFusionConfig
 
     if config is None:
         return "untouched"
@@ -373,7 +373,7 @@ class BenchRun:
         return [row for state in self._measured.values() for row in state.rows(text_config)]
 
     def _run_frames(self, frames: int, video: np.ndarray, timer: _LLMTimer, bar) -> None:
-        from .models.zoo import video_message
+        from ..tiny_models.zoo import video_message
 
         conversation = [video_message(self.question, video)]
 

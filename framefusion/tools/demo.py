@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import FrameFusionConfig
-from .engine import apply
-from .flops import flop_ratio
+from ..config import FrameFusionConfig
+from ..engine import apply
+from ..flops import flop_ratio
 from .timing import spread_ratio, timing_caveat
 
 __all__ = ["DemoResult", "run_demo"]
@@ -119,7 +119,7 @@ def run_demo(
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device, torch.float32)
-    from .models import build_tiny_model, build_tiny_processor, demo_video_path, read_video
+    from ..tiny_models import build_tiny_model, build_tiny_processor, demo_video_path, read_video
 
     config = config or FrameFusionConfig()
     trained = not random_weights

@@ -31,7 +31,7 @@ from transformers import (
 )
 from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
 
-from .tiny import byte_level_vocab, model_and_processor, seeded_model
+from .qwen2_vl import byte_level_vocab, model_and_processor, seeded_model
 
 __all__ = [
     "TILE",

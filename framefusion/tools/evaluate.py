@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .compare import _config_dict, _label, sweep
-from .engine import apply
+from ..engine import apply
 from .video import as_uint8_video
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "write_tables",
 ]
 
-ASSET_MODEL = Path(__file__).resolve().parent / "assets" / "model"
+ASSET_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
 UNTOUCHED = "untouched"
 
 
@@ -58,7 +58,7 @@ class QAItem:
 
 def load_model(path: str | Path | None = None) -> tuple[Any, Any]:
     """``(model, processor)`` from a saved folder (default: the shipped trained model), offline, eval mode,
-    on the CPU (any form :func:`framefusion.loading.load_model` takes works too)."""
+    on the CPU (any form :func:`framefusion.tools.loading.load_model` takes works too)."""
     from .loading import load_model as load
 
     model, processor, _ = load(path or ASSET_MODEL, device="cpu")
@@ -75,7 +75,7 @@ def training_info(path: str | Path | None = None) -> dict:
 def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | None = None, start: int = 0,
                        model_path: str | Path | None = None) -> list[QAItem]:  # fmt: skip
     """``count`` questions of the synthetic test split; frames/size default to those the model was trained on."""
-    from .data.synthetic_qa import make_split
+    from ..data.synthetic_qa import make_split
 
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -125,7 +125,7 @@ def first_word(text: str) -> str:
 
 def default_methods(costs: Sequence[float] = (0.3, 0.5, 0.7)) -> list[Any]:
     """FrameFusion, FastV and random pruning, each at every cost."""
-    from .config import FastVConfig, FrameFusionConfig, RandomPruneConfig
+    from ..config import FastVConfig, FrameFusionConfig, RandomPruneConfig
 
     return sweep([FrameFusionConfig(), FastVConfig(), RandomPruneConfig()], costs)
 
@@ -136,7 +136,7 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
     counting the questions answered, since one setting of a large set takes minutes."""
     from tqdm.auto import tqdm
 
-    from .data.synthetic_qa import chat_text
+    from ..data.synthetic_qa import chat_text
 
     words, costs = [], []
     bar = tqdm(total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress,

@@ -33,7 +33,7 @@ from transformers import (
     TokenizersBackend,
 )
 
-from .tiny import byte_level_vocab, seeded_model
+from .qwen2_vl import byte_level_vocab, seeded_model
 
 __all__ = ["SPECIAL_TOKENS", "VARIANTS", "build", "build_model", "build_processor", "build_tokenizer", "token_ids"]
 

@@ -6,7 +6,7 @@ network is needed to use it. Start it with ``framefusion web`` (or :func:`serve`
 :func:`make_server` on a free port in a thread.
 
 What it takes on is bounded (:class:`Limits`): uploads are streamed to a temporary file with the size
-cap applied as they arrive (:mod:`framefusion.webform`), reads from a client time out, a few requests
+cap applied as they arrive (:mod:`framefusion.tools.webform`), reads from a client time out, a few requests
 are in flight at once (more are told the demo is busy, 503), and only pages it served itself may use
 it (``Host`` and ``Origin`` are checked: no other site can post to it, not even through DNS rebinding).
 """
@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .commands.run import DEFAULT_FRAMES, MAX_FPS_FRAMES, LoadedModel, answer, sample_clip
+from ..commands.run import DEFAULT_FRAMES, MAX_FPS_FRAMES, LoadedModel, answer, sample_clip
 from .visualize import UnsupportedFamilyError, build_token_map, html_fragment, page_css, page_js, results_table
 from .webform import Form, Upload, discard_body, read_form
 
@@ -78,7 +78,7 @@ class WebDemo:
         limits: Limits = Limits(),
         default_video: str | Path | None = None,
     ):
-        from .models import demo_video_path
+        from ..tiny_models import demo_video_path
 
         self.loaded = loaded
         self.frames = frames
@@ -140,7 +140,7 @@ class WebDemo:
     # -------------------------------------------------------------------------------------- run
     def run(self, fields: dict[str, str], files: dict[str, Upload]) -> str:
         """The results section for one submitted form; raises ValueError/FileNotFoundError for bad input."""
-        from .config import FrameFusionConfig
+        from ..config import FrameFusionConfig
 
         question = fields.get("question", "").strip()
         if not question:

@@ -36,8 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .adapters import adapter_for
-from .algorithm.tokens import adjacent_similarity
+from ..adapters import adapter_for
+from ..algorithm.tokens import adjacent_similarity
 
 __all__ = [
     "AnalysisResult",
@@ -309,7 +309,7 @@ def _same_patch_earlier(frame: torch.Tensor, patch: torch.Tensor, d: int) -> tor
 
 
 def _prepare_inputs(processor, video, question: str, num_frames: int | None):
-    from .models.zoo import video_inputs
+    from ..tiny_models.zoo import video_inputs
     from .video import as_uint8_video, even_indices
 
     if video is None:
@@ -317,7 +317,7 @@ def _prepare_inputs(processor, video, question: str, num_frames: int | None):
             "no video in the prompt: pass a (T, H, W, 3) uint8 array, a video file path or processor inputs"
         )
     if isinstance(video, (str, Path)):
-        from .models import read_video
+        from ..tiny_models import read_video
 
         video = read_video(video, num_frames=num_frames)
     if isinstance(video, Mapping):

@@ -13,23 +13,23 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import tiny_glm4v, tiny_internvl, tiny_qwen3_vl, tiny_smolvlm
-from ..video import as_uint8_video
-from .tiny import build_tiny
-from .tiny_llava_video import build_tiny_llava_video
+from . import glm4v, internvl, qwen3_vl, smolvlm
+from ..tools.video import as_uint8_video
+from .qwen2_vl import build_tiny
+from .llava_video import build_tiny_llava_video
 
 __all__ = ["TINY_FAMILIES", "build", "video_inputs", "video_message"]
 
 TINY_FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "qwen2_vl": partial(build_tiny, "qwen2_vl"),
     "qwen2_5_vl": partial(build_tiny, "qwen2_5_vl"),
-    "qwen3_vl": tiny_qwen3_vl.build,
-    "glm4v": tiny_glm4v.build,
-    "internvl": tiny_internvl.build,
+    "qwen3_vl": qwen3_vl.build,
+    "glm4v": glm4v.build,
+    "internvl": internvl.build,
     "llava_onevision": partial(build_tiny_llava_video, "llava_onevision"),
     "llava_next_video": partial(build_tiny_llava_video, "llava_next_video"),
     "video_llava": partial(build_tiny_llava_video, "video_llava"),
-    "smolvlm": tiny_smolvlm.build,
+    "smolvlm": smolvlm.build,
 }
 
 
@@ -50,7 +50,7 @@ def video_inputs(processor: Any, questions: Sequence[str], videos: Sequence[np.n
 
     Raises ``ValueError`` naming the video and what is accepted for a video that is not ``(T, H, W, 3)``
     frames with ``T >= 1``, whose values are not uint8 RGB (floats in [0, 1] are converted, see
-    :func:`framefusion.video.as_uint8_video`), or that the processor rejects (too few frames, extreme
+    :func:`framefusion.tools.video.as_uint8_video`), or that the processor rejects (too few frames, extreme
     aspect ratio, ...).
     """
     if len(questions) != len(videos):

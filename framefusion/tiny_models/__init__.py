@@ -1,6 +1,6 @@
 """Model helpers: tiny offline Qwen2-VL / Qwen2.5-VL models, processors and synthetic videos."""
 
-from .tiny import (
+from .qwen2_vl import (
     FAMILIES,
     SPECIAL_TOKENS,
     TINY_CHAT_TEMPLATE,

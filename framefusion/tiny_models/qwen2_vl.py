@@ -28,7 +28,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from ..video import as_uint8_video, read_video
+from ..tools.video import as_uint8_video, read_video
 
 __all__ = [
     "FAMILIES",
@@ -343,7 +343,7 @@ def make_synthetic_video(num_frames: int = 16, size: int = 112, seed: int = 0, n
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
     """Encode ``(T, H, W, 3)`` frames to an H.264 (or MPEG-4 part 2) ``.mp4`` with PyAV (uint8, or
-    any type :func:`framefusion.video.as_uint8_video` accepts)."""
+    any type :func:`framefusion.tools.video.as_uint8_video` accepts)."""
     import av
 
     frames = np.asarray(frames)

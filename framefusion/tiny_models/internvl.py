@@ -31,7 +31,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
-from .tiny import byte_level_vocab, model_and_processor, seeded_model
+from .qwen2_vl import byte_level_vocab, model_and_processor, seeded_model
 
 __all__ = [
     "TILE",

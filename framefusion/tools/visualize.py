@@ -329,11 +329,11 @@ def build_token_map(
     """
     import torch
 
-    from .engine import apply
+    from ..engine import apply
 
     _family(model)
     if inputs is None:
-        from .models import zoo
+        from ..tiny_models import zoo
 
         inputs = zoo.video_inputs(processor, [question], [video])
     if report is None:

@@ -3,7 +3,7 @@
 ``spec`` takes every form the commands accept:
 
 - ``None``: the small trained model shipped in ``framefusion/assets/model/``;
-- ``tiny:FAMILY``: a tiny model of a supported family with random weights (``framefusion.models.zoo``);
+- ``tiny:FAMILY``: a tiny model of a supported family with random weights (``framefusion.tiny_models.zoo``);
 - a shipped config name (``framefusion/assets/configs/``): a real-size Qwen2-VL with random weights;
 - a local folder saved with ``save_pretrained``;
 - a Hugging Face model id, loaded with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-SHIPPED_MODEL = Path(__file__).resolve().parent / "assets" / "model"
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
 TINY_PREFIX = "tiny:"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
@@ -35,7 +35,7 @@ CHECKPOINT = "checkpoint"
 def model_forms() -> str:
     """The forms ``--model`` takes, with the names available here (for error messages and help)."""
     from .bench import shipped_configs
-    from .models.zoo import TINY_FAMILIES
+    from ..tiny_models.zoo import TINY_FAMILIES
 
     return (
         f"--model takes tiny:FAMILY ({', '.join(sorted(TINY_FAMILIES))}), a shipped config name "
@@ -136,7 +136,7 @@ def check_model_spec(spec: str | Path | None) -> None:
         return
     spec = str(spec)
     if spec.startswith(TINY_PREFIX):
-        from .models import zoo
+        from ..tiny_models import zoo
 
         family = spec[len(TINY_PREFIX) :]
         if family not in zoo.TINY_FAMILIES:
@@ -177,7 +177,7 @@ def _is_shipped_config(spec: str) -> bool:
 def _build_tiny(family: str, target, dtype, attn_implementation) -> tuple[Any, Any]:
     import torch
 
-    from .models import zoo
+    from ..tiny_models import zoo
 
     if family not in zoo.TINY_FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; available: {sorted(zoo.TINY_FAMILIES)}")

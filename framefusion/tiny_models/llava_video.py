@@ -47,7 +47,7 @@ from transformers import (
     VideoLlavaVideoProcessor,
 )
 
-from .tiny import byte_level_vocab, seeded_model, spelled_merges
+from .qwen2_vl import byte_level_vocab, seeded_model, spelled_merges
 
 __all__ = [
     "FAMILIES",

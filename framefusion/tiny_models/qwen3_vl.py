@@ -24,7 +24,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from .tiny import TINY_CHAT_TEMPLATE, build_tiny_tokenizer, seeded_model, tiny_token_ids
+from .qwen2_vl import TINY_CHAT_TEMPLATE, build_tiny_tokenizer, seeded_model, tiny_token_ids
 
 __all__ = ["build", "build_model", "build_processor"]
 

@@ -1,18 +1,20 @@
 """framefusion: fewer video tokens inside the LLM of video vision-language models.
 
-handle = framefusion.apply(model, framefusion.FrameFusionConfig(cost=0.3))
+handle = framefusion.apply(model, framefusion.FrameFusion(cost=0.3))
 model.generate(**inputs)          # unchanged
 handle.last_report()              # what the last prefill did
 handle.remove()                   # the model is as before
 
-Other methods behind the same call, for comparison: FastVConfig, InputMergeConfig,
-RandomPruneConfig, UniformPruneConfig, and FrameFusionConfig(merge=False) / (prune=False);
+A method is its own config (``FrameFusionConfig`` is another name for ``FrameFusion``). Other
+methods behind the same call: FastV, EVS, InputMerge, RandomPrune, UniformPrune, FrameFusion(merge=False)
+/ (prune=False), and Stack(...) of them under one budget; ``framefusion.registry`` names them all and
 framefusion.tools.compare.compare_methods puts them side by side.
 """
 
 from .adapters import UnsupportedModelError, supported_models
 from .config import EVSConfig, FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
 from .engine import FrameFusionHandle, apply
+from .ledger import BudgetExceededError
 from .methods import (
     EVS,
     FastV,
@@ -23,15 +25,17 @@ from .methods import (
     Reduction,
     ReductionMethod,
     Replay,
+    Stack,
     UniformPrune,
 )
 from .report import ReductionReport
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EVS",
     "EVSConfig",
+    "BudgetExceededError",
     "FastV",
     "FastVConfig",
     "FrameFusion",
@@ -40,6 +44,7 @@ __all__ = [
     "InputMergeConfig",
     "RandomPrune",
     "RandomPruneConfig",
+    "Stack",
     "UniformPrune",
     "UniformPruneConfig",
     "FrameFusionHandle",

@@ -20,10 +20,8 @@ the host when it is read (``last_report()``), not during the forward.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +30,15 @@ import torch
 from torch import nn
 
 from .adapters import Adapter, VideoLayout, adapter_for
-from .adapters.base import InstanceAttribute
 from .algorithm import true_indices
 from .cache_book import CacheBook, book_of, true_length, write_book
-from .config import FrameFusionConfig
-from .methods import LayerInput, ReductionMethod, Replay
+from .generation import Generation, every_nth_row, row_repeats, wrap_generate
+from .ledger import Ledger
+from .masks import causal_mask, continuation_mask
+from .methods import FrameFusion, ReductionMethod, Replay
 from .outputs import mask_unscored_labels, restore_rows
-from .report import Decision, ReductionReport
+from .probe import last_query_attention
+from .report import Decision, PendingReport, ReductionReport, ReductionTimer, pending_report
 
 __all__ = ["FrameFusionHandle", "apply"]
 
@@ -61,7 +61,7 @@ class _Sample:
     """One batch row during prefill (tensors on the model's device, sizes known to the host)."""
 
     layout: VideoLayout
-    state: Any  # the method's state, None for a row without video
+    ledger: Ledger | None  # the method's state and the row's budget books; None for a row without video
     kept: torch.Tensor  # (m,) original positions of the row's valid tokens still present, ascending
     ordinal: torch.Tensor  # (m,) index of each in layout, -1 for text
     vision_slots: torch.Tensor  # (n,) where the n vision tokens still present sit among the m
@@ -75,7 +75,7 @@ class _Call:
     samples: list[_Sample]
     length: int  # original sequence length
     padded: bool  # host: some slot of the current hidden states is padding (masks must hide it)
-    timer: "_ReductionTimer"
+    timer: ReductionTimer
     method: ReductionMethod  # the handle's method, or a Replay of this generate call's first prefill
     index: torch.Tensor | None = None  # (b, Lc) original position per slot, -1 for padding; None: not repacked
     valid: torch.Tensor | None = None  # (b, Lc) slot holds a real token; None: no padding at all
@@ -85,7 +85,7 @@ class _Call:
     first_layer: int = 0  # layers before it run unreduced (e.g. Qwen3-VL's deepstack layers)
     book: CacheBook | None = None  # shortened layers so far; written to the cache at the end
     cache: Any = None  # the KV cache of this prefill (held only while it runs)
-    generation: "_Generation | None" = None  # the enclosing generate call, if any
+    generation: Generation | None = None  # the enclosing generate call, if any
     # A call that brings a video to a conversation whose cache holds earlier turns: what the cache
     # held (its book, its untouched length) and, per layer, the keys it held before this call.
     prefix: "_Step | None" = None
@@ -105,69 +105,13 @@ class _Step:
     masks: dict = field(default_factory=dict)  # built masks, shared by the layers reduced together
 
 
-@dataclass
-class _Generation:
-    """One generate() call: with use_cache=False every step is a prefill of the whole sequence, and
-    the first one's decisions are replayed by the others (so the tokens equal use_cache=True's)."""
-
-    decisions: list | None = None
-    recorded: dict = field(default_factory=dict)  # what the adapter recorded before the first step
-    repeats: int | None = None  # rows per sample, when generate() expanded the batch
-
-
-class _ReductionTimer:
-    """Time inside the reduction. On CUDA: GPU time between events recorded around the reduction's
-    kernels, summed when the report is read (reading an event waits for it, so never during the
-    forward). Elsewhere: wall time."""
-
-    def __init__(self):
-        self.seconds = 0.0
-        self.events: list = []
-
-    def start(self, device: torch.device):
-        if device.type == "cuda":
-            event = torch.cuda.Event(enable_timing=True)
-            event.record(torch.cuda.current_stream(device))
-            return event
-        return time.perf_counter()
-
-    def stop(self, mark, device: torch.device) -> None:
-        if device.type == "cuda":
-            event = torch.cuda.Event(enable_timing=True)
-            event.record(torch.cuda.current_stream(device))
-            self.events.append((mark, event))
-        else:
-            self.seconds += time.perf_counter() - mark
-
-    def total(self) -> float:
-        gpu_ms = 0.0
-        for begin, end in self.events:
-            end.synchronize()
-            gpu_ms += begin.elapsed_time(end)
-        return self.seconds + gpu_ms / 1000
-
-
-@dataclass
-class _PendingReport:
-    """A report whose tensors are still on the device: built (moved to the host) on first read."""
-
-    build: Any  # () -> ReductionReport; None once built
-    report: ReductionReport | None = None
-
-    def resolve(self) -> ReductionReport:
-        if self.report is None:
-            self.report, self.build = self.build(), None
-        return self.report
-
-
 class FrameFusionHandle:
     """Returned by :func:`apply`; ``remove()`` (or leaving a ``with`` block) restores the model."""
 
-    def __init__(self, model: nn.Module, method: ReductionMethod, adapter: Adapter, requested_cost: float | None):
+    def __init__(self, model: nn.Module, method: ReductionMethod, adapter: Adapter):
         self.model = model
         self.method = method
         self.adapter = adapter
-        self.requested_cost = requested_cost
         self._local = threading.local()
         self._lock = threading.Lock()
         self._last_report: ReductionReport | None = None
@@ -183,7 +127,7 @@ class FrameFusionHandle:
             _OWNERS[layer] = self
         self._hooks.extend(adapter.install(self._record))
         if callable(getattr(model, "generate", None)):
-            self._hooks.append(_wrap_generate(model, self._local))
+            self._hooks.append(wrap_generate(model, self._local))
 
     # ----------------------------------------------------------------- public
     def remove(self) -> None:
@@ -200,6 +144,11 @@ class FrameFusionHandle:
     @property
     def active(self) -> bool:
         return bool(self._hooks)
+
+    @property
+    def requested_cost(self) -> float | None:
+        """The method's budget (None: it promises none)."""
+        return self.method.cost
 
     def last_report(self) -> ReductionReport | None:
         """Report of the last prefill in this thread (or, if none, in any thread)."""
@@ -315,7 +264,7 @@ class FrameFusionHandle:
             samples,
             length,
             padded,
-            _ReductionTimer(),
+            ReductionTimer(),
             method,
             generation=generation,
             prefix=prefix,
@@ -325,7 +274,7 @@ class FrameFusionHandle:
             first_layer=self.adapter.first_reducible_layer(host),
         )
 
-    def _layouts(self, host: dict, generation: "_Generation | None") -> list[VideoLayout] | None:
+    def _layouts(self, host: dict, generation: Generation | None) -> list[VideoLayout] | None:
         """The adapter's layouts; for a batch that generate() expanded (beams, several return
         sequences: each row repeated e times in a row, so the recorded grids describe every e-th
         row only), those of every e-th row, repeated. Later cache-free steps of the same generate
@@ -335,12 +284,12 @@ class FrameFusionHandle:
             try:
                 return self.adapter.video_layouts(host)
             except ValueError:
-                repeats = _row_repeats(host)
+                repeats = row_repeats(host)
                 if repeats == 1:
                     raise
         if generation is not None:
             generation.repeats = repeats
-        layouts = self.adapter.video_layouts(_every_nth_row(host, repeats))
+        layouts = self.adapter.video_layouts(every_nth_row(host, repeats))
         return None if layouts is None else [layout for layout in layouts for _ in range(repeats)]
 
     def _start_sample(self, method, b: int, layout: VideoLayout, row_valid: torch.Tensor, device) -> _Sample:
@@ -354,8 +303,8 @@ class FrameFusionHandle:
         ordinal[layout.positions] = torch.arange(len(layout))
         ordinal = ordinal[kept]
         vision_slots = (ordinal >= 0).nonzero(as_tuple=True)[0]
-        state = method.start(len(layout), self.num_layers, sample=b) if len(layout) else None
-        return _Sample(layout.to(device), state, kept.to(device), ordinal.to(device), vision_slots.to(device))
+        ledger = Ledger(method, len(layout), self.num_layers, sample=b) if len(layout) else None
+        return _Sample(layout.to(device), ledger, kept.to(device), ordinal.to(device), vision_slots.to(device))
 
     def _layer_hook(self, layer_idx: int):
         def hook(module, args, kwargs):
@@ -457,29 +406,26 @@ class FrameFusionHandle:
 
         reductions = {}
         for b in self._live_samples(call, layer_idx):
-            layer_input = self._layer_input(call, b, layer_idx, hidden, importance_for(b))
-            reduction = call.method.step(call.samples[b].state, layer_input)
+            reduction = self._decide(call, b, layer_idx, hidden, importance_for(b))
             if reduction is not None:
                 reductions[b] = reduction
-        if not reductions:
-            return hidden
-        rows = [
-            self._apply_reduction(sample, layer_idx, hidden[b, self._row_slots(call, b)], reductions.get(b))
-            for b, sample in enumerate(call.samples)
-        ]
-        return self._repack(call, rows, hidden)
+        if reductions:
+            rows = [
+                self._apply_reduction(sample, layer_idx, hidden[b, self._row_slots(call, b)], reductions.get(b))
+                for b, sample in enumerate(call.samples)
+            ]
+            hidden = self._repack(call, rows, hidden)
+        for sample in call.samples:  # the books: this layer runs with the vision tokens now present
+            if sample.ledger is not None:
+                sample.ledger.charge(len(sample.vision_slots))
+        return hidden
 
-    def _live_samples(self, call: _Call, layer_idx: int) -> list[int]:
-        """Rows the method steps at this layer; the others are charged as passing through."""
-        live = []
-        for b, sample in enumerate(call.samples):
-            if sample.state is None:
-                continue
-            if layer_idx >= call.first_layer and call.method.active(sample.state):
-                live.append(b)
-            else:
-                call.method.idle(sample.state, len(sample.vision_slots))
-        return live
+    @staticmethod
+    def _live_samples(call: _Call, layer_idx: int) -> list[int]:
+        """Rows whose method decides at this layer (the others pass their tokens through)."""
+        if layer_idx < call.first_layer:
+            return []
+        return [b for b, s in enumerate(call.samples) if s.ledger is not None and s.ledger.active()]
 
     def _apply_reduction(self, sample: _Sample, layer_idx: int, row: torch.Tensor, red) -> torch.Tensor:
         """row: (m, d) the sample's present tokens; returns the tokens that stay, merges applied.
@@ -501,15 +447,16 @@ class FrameFusionHandle:
         sample.vision_slots = true_indices(sample.ordinal >= 0, count)
         return row[stay]
 
-    def _layer_input(self, call: _Call, b: int, layer_idx: int, hidden, importance) -> LayerInput:
+    def _decide(self, call: _Call, b: int, layer_idx: int, hidden, importance):
+        """The method's decision for row ``b``'s vision tokens present at this layer."""
         sample = call.samples[b]
         ordinal = sample.ordinal[sample.vision_slots]  # (n,) index of each vision token in the layout
-        return LayerInput(
-            layer=layer_idx,
-            hidden=hidden[b, self._vision_slots_in_hidden(call, b)],
-            frame=sample.layout.frame[ordinal],
-            patch=sample.layout.patch[ordinal],
-            importance=importance,
+        return sample.ledger.decide(
+            layer_idx,
+            hidden[b, self._vision_slots_in_hidden(call, b)],
+            sample.layout.frame[ordinal],
+            sample.layout.patch[ordinal],
+            importance,
         )
 
     def _row_slots(self, call: _Call, b: int) -> torch.Tensor:
@@ -545,28 +492,12 @@ class FrameFusionHandle:
     def _importance(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
         """(b, Lc) attention of each row's last token to every slot, averaged over heads (float32).
         In a call that continues earlier turns, the keys those turns cached share the softmax."""
-        device = _execution_device(layer, hidden.device)
-        if not call.padded:
-            last = torch.full((hidden.shape[0],), hidden.shape[1] - 1, dtype=torch.long)
-        else:  # the last real token of each row
-            width = call.valid.shape[1]
-            last = width - 1 - call.valid.long().flip(1).argmax(1)
-        q, k, scaling = self.adapter.attention_probe(
-            layer, hidden.to(device), cos.to(device), sin.to(device), last.to(device)
-        )
-        groups = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(groups, dim=1)  # (b, h, L, d)
-        logits = torch.einsum("bhd,bhld->bhl", q.float(), k.float()) * scaling
-        if call.padded:
-            logits = logits.masked_fill(~call.valid.to(device)[:, None, :], float("-inf"))
-        earlier = 0
+        cached_keys = cached_valid = None
         if call.prefix is not None and call.prefix_held[layer_idx]:
-            cached = call.cache.layers[layer_idx].keys.to(device).repeat_interleave(groups, dim=1)  # (b, h, P, d)
-            cached_logits = torch.einsum("bhd,bhld->bhl", q.float(), cached.float()) * scaling
-            real = self._prefix_valid(call, layer_idx).to(device)
-            logits = torch.cat([cached_logits.masked_fill(~real[:, None, :], float("-inf")), logits], dim=-1)
-            earlier = cached.shape[2]
-        return logits.softmax(dim=-1)[..., earlier:].mean(dim=1).to(hidden.device)
+            cached_keys = call.cache.layers[layer_idx].keys  # (b, kv_heads, P, d)
+            cached_valid = self._prefix_valid(call, layer_idx)  # (b, P)
+        valid = call.valid if call.padded else None
+        return last_query_attention(self.adapter, layer, hidden, cos, sin, valid, cached_keys, cached_valid)
 
     def _prefill_mask(self, call: _Call, dtype: torch.dtype, prefix_valid: torch.Tensor | None = None):
         """Mask of the present slots (causal, padding hidden), after the keys earlier turns cached
@@ -581,25 +512,14 @@ class FrameFusionHandle:
             mask = None  # plain causal: flash's and sdpa's is_causal path
         else:
             keys = valid if prefix_valid is None else torch.cat([prefix_valid, valid], dim=1)  # (b, P + W)
-            mask = _causal_mask(keys, valid.shape[1], impl, dtype)
+            mask = causal_mask(keys, valid.shape[1], impl, dtype)
         call.mask_cache = (key, mask)
         return mask
 
     def _finish_prefill(self, call: _Call) -> None:
         call.prefill_done = True
         call.mask_cache = call.position_cache = None  # prefill only: do not hold an (Lc x Lc) mask while decoding
-        vision_tokens, per_layer, achieved = [], [], []
-        for sample in call.samples:
-            vision_tokens.append(len(sample.layout))
-            if sample.state is None:
-                per_layer.append([0] * self.num_layers)
-                achieved.append(1.0)
-            else:
-                per_layer.append(call.method.counts(sample.state))
-                achieved.append(call.method.achieved_cost(sample.state))
-        kept = [sample.kept for sample in call.samples]
         decisions = [sample.decisions for sample in call.samples]
-        timer, offset = call.timer, call.offset
         if call.generation is not None and call.generation.decisions is None:
             call.generation.decisions = decisions
         if call.prefix is not None and call.book is not None:
@@ -607,21 +527,18 @@ class FrameFusionHandle:
         if call.cache is not None and call.book is not None:
             write_book(call.cache, call.book)
         call.cache = None  # do not keep the cache alive from this thread's state
-
-        def build() -> ReductionReport:
-            return ReductionReport(
-                method=self.method.name,
-                num_layers=self.num_layers,
-                requested_cost=self.requested_cost,
-                vision_tokens=vision_tokens,
-                vision_tokens_per_layer=per_layer,
-                achieved_cost=achieved,
-                reduction_seconds=timer.total(),
-                kept_positions=[(k + offset).cpu().tolist() for k in kept],
-                decisions=[[d.cpu() for d in ds] for ds in decisions],
-            )
-
-        self._store_report(_PendingReport(build))
+        report = pending_report(
+            self.method.name,
+            self.method.cost,
+            self.num_layers,
+            [sample.ledger for sample in call.samples],
+            [len(sample.layout) for sample in call.samples],
+            [sample.kept for sample in call.samples],
+            decisions,
+            call.timer,
+            call.offset,
+        )
+        self._store_report(report)
 
     def _carry_earlier_layers(self, call: _Call) -> None:
         """Layers that earlier turns shortened and this call did not: their bookkeeping grows by
@@ -635,11 +552,11 @@ class FrameFusionHandle:
             call.book.layer_valid[layer_idx] = torch.cat([self._prefix_valid(call, layer_idx), now], dim=1)
             call.book.layer_padded[layer_idx] = padded
 
-    def _empty_report(self, batch: int, kept: list[list[int]]) -> _PendingReport:
+    def _empty_report(self, batch: int, kept: list[list[int]]) -> PendingReport:
         report = ReductionReport(
             method=self.method.name,
             num_layers=self.num_layers,
-            requested_cost=self.requested_cost,
+            requested_cost=self.method.cost,
             vision_tokens=[0] * batch,
             vision_tokens_per_layer=[[0] * self.num_layers for _ in range(batch)],
             achieved_cost=[1.0] * batch,
@@ -647,9 +564,9 @@ class FrameFusionHandle:
             kept_positions=kept,
             decisions=[[] for _ in range(batch)],
         )
-        return _PendingReport(lambda: report)
+        return PendingReport.ready(report)
 
-    def _store_report(self, report: _PendingReport) -> None:
+    def _store_report(self, report: PendingReport) -> None:
         self._local.report = report
         with self._lock:
             self._last_report = report
@@ -672,36 +589,12 @@ class FrameFusionHandle:
             earlier = true_length(cache, layer_idx) - prefill  # tokens cached after the prefill
             key = (id(valid), prefill, earlier, q, hidden.dtype)  # layers reduced together share it
             if key not in step.masks:
-                step.masks[key] = _continuation_mask(valid, step.mask, earlier, q, impl, hidden.dtype)
+                step.masks[key] = continuation_mask(valid, step.mask, earlier, q, impl, hidden.dtype)
             mask = step.masks[key]
         kwargs = dict(kwargs, attention_mask=mask)
         if impl.startswith("flash"):
             kwargs["position_ids"] = None
         return args, kwargs
-
-
-def _continuation_mask(valid, call_mask, earlier: int, q: int, impl: str, dtype: torch.dtype):
-    """Mask of q new tokens over a shortened layer's keys: the prefill's slots (``valid``, (b, P)),
-    the ``earlier`` tokens cached since, then the new ones (causal among themselves)."""
-    width = earlier + q
-    if isinstance(call_mask, torch.Tensor) and call_mask.ndim == 2 and call_mask.shape[1] >= width:
-        new_valid = call_mask[:, call_mask.shape[1] - width :].bool().to(valid.device)
-    else:
-        new_valid = torch.ones(valid.shape[0], width, dtype=torch.bool, device=valid.device)
-    return _causal_mask(torch.cat([valid, new_valid], dim=1), q, impl, dtype)
-
-
-def _causal_mask(keys: torch.Tensor, queries: int, impl: str, dtype: torch.dtype):
-    """The attention mask of the last ``queries`` of ``keys`` (b, K) (True: a real token) over all K:
-    causal, padding hidden, every query sees at least itself. Flash takes the 2-D key mask itself."""
-    if impl.startswith("flash"):
-        return keys.long()
-    total = keys.shape[1]
-    rows = torch.arange(queries, device=keys.device)[:, None] + (total - queries)
-    cols = torch.arange(total, device=keys.device)[None, :]
-    allowed = (cols <= rows)[None] & keys[:, None, :]  # (b, queries, K)
-    allowed |= (cols == rows)[None]  # no empty rows
-    return _as_impl_mask(allowed[:, None], impl, dtype)
 
 
 # --------------------------------------------------------------------- helpers
@@ -719,47 +612,6 @@ def _host_copies(inputs: dict) -> dict:
         host[k] = flat[offset : offset + t.numel()].view(t.shape).to(t.dtype)
         offset += t.numel()
     return host
-
-
-def _row_repeats(host: dict) -> int:
-    """e > 1 if the batch is each of its distinct rows repeated e times in a row (generate's
-    expansion for beams / num_return_sequences: ids and mask equal within each group), else 1."""
-    ids = host["input_ids"]
-    mask = host.get("attention_mask")
-    rows = ids if not isinstance(mask, torch.Tensor) or mask.shape != ids.shape else torch.cat([ids, mask.long()], 1)
-    batch = rows.shape[0]
-    for repeats in range(batch, 1, -1):
-        if batch % repeats == 0 and torch.equal(rows, rows[::repeats].repeat_interleave(repeats, dim=0)):
-            return repeats
-    return 1
-
-
-def _every_nth_row(host: dict, n: int) -> dict:
-    """``host`` with its per-row (b, L) tensors cut to rows 0, n, 2n, ..."""
-    batch, length = host["input_ids"].shape
-    out = dict(host)
-    for key, value in host.items():
-        if isinstance(value, torch.Tensor) and value.shape[:2] == (batch, length):
-            out[key] = value[::n]
-    return out
-
-
-def _wrap_generate(model: nn.Module, local: threading.local):
-    """model.generate, marking the thread as inside one generate call; returns a remover."""
-    original = model.generate
-
-    @functools.wraps(original)
-    def generate(*args, **kwargs):
-        outer = getattr(local, "generation", None)
-        local.generation = _Generation()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            local.generation = outer
-
-    model.generate = generate
-    return InstanceAttribute(model, "generate")
-
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -789,13 +641,6 @@ def _check_cache(cache) -> None:
         )
 
 
-def _as_impl_mask(allowed: torch.Tensor, impl: str, dtype: torch.dtype) -> torch.Tensor:
-    if impl == "sdpa":
-        return allowed
-    zero = torch.zeros((), dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zero, torch.finfo(dtype).min)
-
-
 def _attention_impl(adapter: Adapter) -> str:
     impl = getattr(adapter.text_config(), "_attn_implementation", None) or "eager"
     if impl not in SUPPORTED_ATTENTION:
@@ -805,32 +650,18 @@ def _attention_impl(adapter: Adapter) -> str:
     return impl
 
 
-def _execution_device(layer: nn.Module, fallback: torch.device) -> torch.device:
-    """Where ``layer`` computes. Under accelerate dispatch its weights may sit on the meta device
-    until its (or its submodules') own hooks load them; their execution device says where."""
-    for module in layer.modules():
-        hook = getattr(module, "_hf_hook", None)
-        device = getattr(hook, "execution_device", None)
-        if device is not None:
-            return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
-    for p in layer.parameters():
-        return p.device if p.device.type != "meta" else fallback
-    return fallback
-
-
-def _make_method(config: Any) -> tuple[ReductionMethod, float | None]:
+def _as_method(config: Any) -> ReductionMethod:
     if config is None:
-        config = FrameFusionConfig()
+        return FrameFusion()
     if isinstance(config, ReductionMethod):
-        return config, getattr(config, "cost", None)
-    if hasattr(config, "make_method"):
-        return config.make_method(), getattr(config, "cost", None)
-    raise TypeError(f"config must be a FrameFusionConfig (or a ReductionMethod), got {type(config).__name__}")
+        return config
+    raise TypeError(
+        f"config must be a reduction method such as framefusion.FrameFusion(cost=0.3) (FrameFusionConfig is the "
+        f"same class), or framefusion.registry.config_for(name, cost); got {type(config).__name__}"
+    )
 
 
-def apply(
-    model: nn.Module, config: FrameFusionConfig | ReductionMethod | None = None, *, processor: Any = None
-) -> FrameFusionHandle:
+def apply(model: nn.Module, config: ReductionMethod | None = None, *, processor: Any = None) -> FrameFusionHandle:
     """Apply FrameFusion (or another reduction method) to a loaded model, in place and reversibly.
 
     ``generate`` and ``forward`` are called exactly as before. Returns a handle whose
@@ -838,7 +669,8 @@ def apply(
     handle is also a context manager. ``processor`` (the model's processor or tokenizer) is needed
     only by families whose video frames are told apart from images by text (InternVL, SmolVLM).
     """
-    method, cost = _make_method(config)
+    method = _as_method(config)
+    cost = method.cost
     adapter = adapter_for(model, processor)
     _attention_impl(adapter)
     layers = len(adapter.decoder_layers())
@@ -857,6 +689,6 @@ def apply(
             f"framefusion is already applied to this model's decoder (through {type(owner.model).__name__}); "
             "call that handle's remove() first, then apply again"
         )
-    handle = FrameFusionHandle(model, method, adapter, cost)
+    handle = FrameFusionHandle(model, method, adapter)
     model._framefusion_handle = handle
     return handle

@@ -1,48 +1,49 @@
 """One registry of methods: the names that ``framefusion eval --methods``, ``framefusion bench
 --baselines``, ``compare`` sweeps and the lmms-eval integration (``framefusion_method=``) accept.
 
-A new method is its config class (``config.py``, with ``cost`` and ``make_method()``) plus one
-line in ``METHODS`` below; every command and integration then knows it by name.
+A new method is its file in ``framefusion/methods/`` (a frozen dataclass with a validated
+``cost``) plus one line in ``METHODS`` below; every command and integration then knows it by name.
+
+Names stack with ``+``: ``evs@0.5+framefusion`` is ``Stack(EVS(cost=0.5), FrameFusion(cost=c))``,
+every stage but the last with its own cost after ``@`` and the last at the sweep's cost ``c``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from .config import EVSConfig, FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig, UniformPruneConfig
+from .methods import EVS, FastV, FrameFusion, InputMerge, RandomPrune, ReductionMethod, Stack, UniformPrune
 
-__all__ = ["METHODS", "MethodEntry", "config_for", "method_names"]
+__all__ = ["METHODS", "MethodEntry", "check_method_name", "config_for", "method_names"]
 
-#: FrameFusion's own settings, taken by the entries that list them in ``options``
+#: FrameFusion's own settings (CLI ``--similarity-threshold``/``--ratio-threshold``, lmms-eval
+#: ``framefusion_similarity_threshold``/``framefusion_ratio_threshold``)
 FRAMEFUSION_OPTIONS = ("similarity_threshold", "ratio_threshold")
 
 
 @dataclass(frozen=True)
 class MethodEntry:
-    make: Callable[..., Any]  # (cost, **options) -> a config
+    method: type[ReductionMethod]  # the class; its instances are the configs
     summary: str  # one line, for --help and the docs
-    options: tuple[str, ...] = ()  # settings besides cost that ``make`` takes
+    options: tuple[str, ...] = ()  # settings besides cost that the CLI and lmms-eval may pass on
+    fixed: dict = field(default_factory=dict)  # settings that make this entry (merge-only: prune=False)
+
+    def make(self, cost: float, **options: Any) -> ReductionMethod:
+        """The method at ``cost``; ``options`` it does not take are ignored."""
+        return self.method(cost=cost, **self.fixed, **{k: v for k, v in options.items() if k in self.options})
 
 
 METHODS: dict[str, MethodEntry] = {
-    "framefusion": MethodEntry(
-        lambda cost, **o: FrameFusionConfig(cost=cost, **o), "merge, then prune (arXiv 2501.01986)", FRAMEFUSION_OPTIONS
-    ),
-    "merge-only": MethodEntry(
-        lambda cost, **o: FrameFusionConfig(cost=cost, prune=False, **o), "FrameFusion's merging alone", FRAMEFUSION_OPTIONS
-    ),
-    "prune-only": MethodEntry(
-        lambda cost, **o: FrameFusionConfig(cost=cost, merge=False, **o), "FrameFusion's pruning alone", FRAMEFUSION_OPTIONS
-    ),
-    "fastv": MethodEntry(lambda cost: FastVConfig(cost=cost), "prune by attention after layer 2 (arXiv 2403.06764)"),
-    "evs": MethodEntry(lambda cost: EVSConfig(cost=cost), "drop the tokens that changed least since the previous frame (arXiv 2510.14624)"),
-    "input-merge": MethodEntry(lambda cost: InputMergeConfig(cost=cost), "DyCoke-style temporal merging at the input"),
-    "random": MethodEntry(lambda cost: RandomPruneConfig(cost=cost), "random pruning at the input (a floor)"),
-    "uniform": MethodEntry(lambda cost: UniformPruneConfig(cost=cost), "every (N/k)-th token (a floor)"),
-    "uniform-frames": MethodEntry(
-        lambda cost: UniformPruneConfig(cost=cost, unit="frame"), "evenly spaced whole frames (a floor)"
-    ),
+    "framefusion": MethodEntry(FrameFusion, "merge, then prune (arXiv 2501.01986)", FRAMEFUSION_OPTIONS),
+    "merge-only": MethodEntry(FrameFusion, "FrameFusion's merging alone", FRAMEFUSION_OPTIONS, {"prune": False}),
+    "prune-only": MethodEntry(FrameFusion, "FrameFusion's pruning alone", FRAMEFUSION_OPTIONS, {"merge": False}),
+    "fastv": MethodEntry(FastV, "prune by attention after layer 2 (arXiv 2403.06764)"),
+    "evs": MethodEntry(EVS, "drop the tokens that changed least since the previous frame (arXiv 2510.14624)"),
+    "input-merge": MethodEntry(InputMerge, "DyCoke-style temporal merging at the input"),
+    "random": MethodEntry(RandomPrune, "random pruning at the input (a floor)"),
+    "uniform": MethodEntry(UniformPrune, "every (N/k)-th token (a floor)"),
+    "uniform-frames": MethodEntry(UniformPrune, "evenly spaced whole frames (a floor)", fixed={"unit": "frame"}),
 }
 
 
@@ -50,10 +51,37 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
-def config_for(name: str, cost: float = 0.3, **options: Any) -> Any:
-    """The config of method ``name`` at ``cost``. ``options`` the method does not take (e.g.
-    FrameFusion's thresholds for FastV) are ignored, so one set of settings serves a whole sweep."""
+def _entry(name: str) -> MethodEntry:
     entry = METHODS.get(name)
     if entry is None:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    return entry.make(cost, **{k: v for k, v in options.items() if k in entry.options})
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)} (stack them with +, e.g. evs@0.5+framefusion)")
+    return entry
+
+
+def _stage_cost(stage: str, full_name: str) -> tuple[str, float]:
+    name, at, cost = stage.partition("@")
+    if not at:
+        raise ValueError(
+            f"stage {name!r} of {full_name!r} needs its own cost: every stage but the last is written NAME@COST, "
+            f"e.g. {name}@0.5+{full_name.split('+')[-1]}"
+        )
+    try:
+        return name, float(cost)
+    except ValueError:
+        raise ValueError(f"the cost after '@' in {stage!r} must be a number, got {cost!r}") from None
+
+
+def config_for(name: str, cost: float = 0.3, **options: Any) -> ReductionMethod:
+    """The method called ``name`` at ``cost``. ``options`` a method does not take (e.g. FrameFusion's
+    thresholds for FastV) are ignored, so one set of settings serves a whole sweep. ``a@c1+b`` is a
+    ``Stack`` of ``a`` at ``c1`` and ``b`` at ``cost``."""
+    *earlier, last = name.split("+")
+    stages = [_entry(n).make(c, **options) for n, c in (_stage_cost(s, name) for s in earlier)]
+    method = _entry(last).make(cost, **options)
+    return Stack(*stages, method) if stages else method
+
+
+def check_method_name(name: str) -> str:
+    """``name`` if ``config_for`` takes it (for argparse's ``type=``), else a ValueError saying why."""
+    config_for(name, 1.0)
+    return name

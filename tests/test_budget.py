@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from framefusion.algorithm import TokenBudget
-from framefusion.methods import FrameFusion, LayerInput
+from framefusion.ledger import Ledger
+from framefusion.methods import FrameFusion
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SLACK = 1e-12
@@ -75,8 +76,9 @@ def scenarios(draw, max_tokens: int = 300, max_layers: int = 40):
 
 
 def run_forward(method: FrameFusion, sc: Scenario):
-    """Drive ``method`` over all layers; checks the per-layer bookkeeping on the way."""
-    state = method.start(sc.num_tokens, sc.num_layers)
+    """Drive ``method`` over all layers with the engine's books (``Ledger``: decide, then charge the
+    tokens that remain); checks the per-layer bookkeeping on the way. Returns (ledger, kinds)."""
+    ledger = Ledger(method, sc.num_tokens, sc.num_layers)
     values, ids, patch, frame = sc.hidden, torch.arange(sc.num_tokens), sc.patch, sc.frame
     g = torch.Generator().manual_seed(12345)
     dim = sc.hidden.shape[1]
@@ -86,7 +88,7 @@ def run_forward(method: FrameFusion, sc: Scenario):
         own = torch.randn(values.shape, generator=g)
         h = values + sc.drift * (sc.shared * common + (1 - sc.shared) * own)
         imp = sc.importance[layer, ids]
-        red = method.step(state, LayerInput(layer, h, frame, patch, lambda imp=imp: imp))
+        red = ledger.decide(layer, h, frame, patch, lambda imp=imp: imp)
         n = h.shape[0]
         if red is None:
             kinds.append(None)
@@ -100,10 +102,11 @@ def run_forward(method: FrameFusion, sc: Scenario):
             else:
                 values = h[red.keep]
             ids, patch, frame = ids[red.keep], patch[red.keep], frame[red.keep]
-        counts = method.counts(state)
+        ledger.charge(values.shape[0])
+        counts = ledger.counts
         assert len(counts) == layer + 1
         assert counts[-1] == values.shape[0]  # the charge is the tokens that actually remain
-    return state, kinds
+    return ledger, kinds
 
 
 def final_layer(state) -> int | None:
@@ -113,22 +116,22 @@ def final_layer(state) -> int | None:
     return state.merge_layers[-1] if state.merge_layers else None
 
 
-def check_budget(method: FrameFusion, state, sc: Scenario, cost: float) -> None:
-    counts = method.counts(state)
+def check_budget(ledger: Ledger, sc: Scenario, cost: float) -> None:
+    counts = ledger.counts
     L, N = sc.num_layers, sc.num_tokens
     # (b) one entry per layer, never increasing
     assert len(counts) == L
     assert all(0 <= c <= N for c in counts)
     assert all(a >= b for a, b in zip(counts, counts[1:])), counts
     # (a) never above the requested cost
-    achieved = method.achieved_cost(state)
+    achieved = ledger.achieved_cost()
     recomputed = sum(counts) / (L * N)
     assert achieved <= cost + SLACK, (achieved, cost)
     assert recomputed <= cost + SLACK, (recomputed, cost)
     assert achieved == pytest.approx(recomputed, abs=SLACK)
     # filled as far as whole tokens allow: from the final reduction layer p on the count is constant
     # and one more token over those L - p layers would not have fitted
-    p = final_layer(state)
+    p = final_layer(ledger.state)
     if p is None:
         assert counts == [N] * L
         assert cost >= 1 - SLACK  # nothing reduced only when nothing had to be
@@ -154,10 +157,11 @@ costs = st.one_of(st.floats(0.05, 1.0), st.sampled_from([0.05, 0.1, 0.2, 0.25, 0
 )
 def test_budget_never_exceeded(sc, cost, threshold, ratio):
     method = FrameFusion(cost, threshold, ratio)
-    state, kinds = run_forward(method, sc)
-    check_budget(method, state, sc, cost)
+    ledger, kinds = run_forward(method, sc)
+    state = ledger.state
+    check_budget(ledger, sc, cost)
     assert kinds.count("prune") <= 1
-    assert not method.active(state)  # every forward ends decided
+    assert not ledger.active()  # every forward ends decided
     event(f"merge layers: {min(len(state.merge_layers), 3)}{'+' if len(state.merge_layers) >= 3 else ''}")
     event(f"pruned: {state.prune_layer is not None}")
     event(f"tokens > 100: {sc.num_tokens > 100}, layers > 20: {sc.num_layers > 20}")
@@ -169,12 +173,13 @@ def test_pruning_alone_fills_the_budget(sc, cost, threshold, ratio):
     """No merging (similarity threshold above 1): pruning alone must fill the budget to within what
     whole tokens allow, i.e. cost - achieved < (layers - prune_layer) / (layers * tokens)."""
     method = FrameFusion(cost, threshold, ratio)
-    state, kinds = run_forward(method, sc)
+    ledger, kinds = run_forward(method, sc)
+    state = ledger.state
     L, N = sc.num_layers, sc.num_tokens
-    counts = method.counts(state)
+    counts = ledger.counts
     assert state.merge_layers == []
     assert "merge" not in kinds
-    check_budget(method, state, sc, cost)
+    check_budget(ledger, sc, cost)
     if state.prune_layer is None:
         assert counts == [N] * L and cost >= 1 - SLACK
     else:
@@ -193,10 +198,11 @@ def test_pruning_alone_fills_the_budget(sc, cost, threshold, ratio):
 @given(sc=scenarios(), threshold=st.floats(-1.0, 1.1), ratio=st.floats(0.0, 1.0))
 def test_full_cost_removes_nothing(sc, threshold, ratio):
     method = FrameFusion(1.0, threshold, ratio)
-    state, kinds = run_forward(method, sc)
+    ledger, kinds = run_forward(method, sc)
+    state = ledger.state
     assert kinds == [None] * sc.num_layers
-    assert method.counts(state) == [sc.num_tokens] * sc.num_layers
-    assert method.achieved_cost(state) == 1.0
+    assert ledger.counts == [sc.num_tokens] * sc.num_layers
+    assert ledger.achieved_cost() == 1.0
     assert state.merge_layers == [] and state.prune_layer is None
 
 
@@ -204,10 +210,11 @@ def test_minimum_cost_small_inputs_can_drop_everything():
     # 0.05 of 10 tokens over 3 layers is 1.5 token-layers: nothing can stay, from the first layer on
     sc = Scenario(10, 3, torch.arange(10) % 5, torch.arange(10) // 5, torch.randn(10, 4), 0.0, 0.0, torch.rand(3, 10))
     method = FrameFusion(0.05, 2.0, 0.5)
-    state, kinds = run_forward(method, sc)
-    assert method.counts(state) == [0, 0, 0]  # 1.5 token-layers: less than one token per layer
+    ledger, kinds = run_forward(method, sc)
+    state = ledger.state
+    assert ledger.counts == [0, 0, 0]  # 1.5 token-layers: less than one token per layer
     assert kinds == ["prune", None, None] and state.prune_layer == 0
-    check_budget(method, state, sc, 0.05)
+    check_budget(ledger, sc, 0.05)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from framefusion import (
     RandomPruneConfig,
     UniformPruneConfig,
 )
+from framefusion.ledger import BudgetExceededError, Ledger
 from framefusion.methods import FastV, LayerInput
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -100,19 +101,18 @@ def scenarios(draw, max_tokens=200, max_layers=24, first=True):
 
 
 def simulate(method, sc: Scenario, drift: float = 0.01):
-    """Drive ``method`` like the engine: idle before ``sc.first`` and once inactive, else step;
-    the kept tokens (merged values where given) go on, with a small seeded drift per layer.
-    Returns (state, list of (layer, Reduction, ids of the tokens present before it))."""
-    state = method.start(sc.n, sc.num_layers)
+    """Drive ``method`` like the engine, with its books (``Ledger``): no decision before ``sc.first``
+    nor once inactive; every layer is charged the tokens it runs with. The kept tokens (merged
+    values where given) go on, with a small seeded drift per layer.
+    Returns (ledger, list of (layer, Reduction, ids of the tokens present before it))."""
+    ledger = Ledger(method, sc.n, sc.num_layers)
     values, ids, patch, frame = sc.hidden, torch.arange(sc.n), sc.patch, sc.frame
     g = torch.Generator().manual_seed(7)
     steps = []
     for layer in range(sc.num_layers):
-        if layer < sc.first or not method.active(state):
-            method.idle(state, values.shape[0])
-        else:
+        if layer >= sc.first and ledger.active():
             imp = sc.importance[layer, ids]
-            red = method.step(state, LayerInput(layer, values, frame, patch, lambda imp=imp: imp))
+            red = ledger.decide(layer, values, frame, patch, lambda imp=imp: imp)
             if red is not None:
                 n = values.shape[0]
                 assert red.keep.shape == (n,) and red.keep.dtype == torch.bool
@@ -120,23 +120,28 @@ def simulate(method, sc: Scenario, drift: float = 0.01):
                 steps.append((layer, red, ids))
                 values = red.merged if red.merged is not None else values[red.keep]
                 ids, patch, frame = ids[red.keep], patch[red.keep], frame[red.keep]
-        counts = method.counts(state)
+        ledger.charge(values.shape[0])
+        counts = ledger.counts
         assert len(counts) == layer + 1 and counts[-1] == values.shape[0]
         values = values + drift * torch.randn(values.shape, generator=g)
-    return state, steps
+    return ledger, steps
 
 
 @settings(max_examples=60, **SETTINGS)
 @given(sc=scenarios(), cost=st.floats(0.01, 1.0), name=st.sampled_from(NAMES))
 def test_budget_never_exceeded_pure(sc, cost, name):
-    method = method_configs(cost)[name].make_method()
-    state, _ = simulate(method, sc)
-    counts, L, N = method.counts(state), sc.num_layers, sc.n
+    method = method_configs(cost)[name]
+    L, N = sc.num_layers, sc.n
+    if sc.first * N > cost * L * N:  # the unreducible first layers alone exceed the budget: refused
+        with pytest.raises(BudgetExceededError, match=f"{method.name} left {N} video tokens at layer"):
+            simulate(method, sc)
+        return
+    ledger, _ = simulate(method, sc)
+    counts = ledger.counts
     assert len(counts) == L and all(a >= b for a, b in zip(counts, counts[1:]))
-    achieved = method.achieved_cost(state)
+    achieved = ledger.achieved_cost()
     assert achieved == pytest.approx(sum(counts) / (L * N), abs=SLACK)
-    if sc.first * N <= cost * L * N:  # else the unreducible first layers alone exceed the budget
-        assert achieved <= cost + SLACK, (achieved, cost, counts)
+    assert achieved <= cost + SLACK, (achieved, cost, counts)
     if sc.first == 0 and name in ("input-merge", "random", "uniform", "prune-only"):
         assert cost - achieved <= 1 / N + 1e-9  # filled to whole tokens
 
@@ -148,22 +153,20 @@ def test_merge_only_never_reads_importance_and_prune_only_prunes_once_at_first_l
         raise AssertionError("merge-only must not read attention")
 
     sc_no_attention = Scenario(sc.patch, sc.frame, sc.hidden, sc.importance, sc.num_layers, 0)
-    merge_only = FrameFusionConfig(cost=cost, similarity_threshold=0.8, prune=False).make_method()
-    state = merge_only.start(sc.n, sc.num_layers)
+    merge_only = FrameFusionConfig(cost=cost, similarity_threshold=0.8, prune=False)
+    ledger = Ledger(merge_only, sc.n, sc.num_layers)
     values, patch, frame = sc_no_attention.hidden, sc.patch, sc.frame
     for layer in range(sc.num_layers):
-        if not merge_only.active(state):
-            merge_only.idle(state, values.shape[0])
-            continue
-        red = merge_only.step(state, LayerInput(layer, values, frame, patch, forbidden))
+        red = ledger.decide(layer, values, frame, patch, forbidden) if ledger.active() else None
         if red is not None:
             assert red.kind == "merge" or int(red.keep.sum()) == 0  # all dropped only when none affordable
             values = red.merged if red.merged is not None else values[red.keep]
             patch, frame = patch[red.keep], frame[red.keep]
-    assert merge_only.achieved_cost(state) <= cost + SLACK
+        ledger.charge(values.shape[0])
+    assert ledger.achieved_cost() <= cost + SLACK
 
-    prune_only = FrameFusionConfig(cost=cost, merge=False).make_method()
-    state, steps = simulate(prune_only, sc)
+    prune_only = FrameFusionConfig(cost=cost, merge=False)
+    ledger, steps = simulate(prune_only, sc)
     k = min(sc.n, math.floor(cost * sc.num_layers * sc.n / sc.num_layers))
     if k < sc.n:
         assert len(steps) == 1 and steps[0][0] == 0 and steps[0][1].kind == "prune"
@@ -201,9 +204,9 @@ def ref_fastv_plan(cost: float, K: int, L: int, N: int) -> tuple[int, int]:
 def test_fastv_matches_reference(sc, cost, K):
     L, N = sc.num_layers, sc.n
     method = FastV(cost=cost, layer=K)
-    state, steps = simulate(method, sc)
+    ledger, steps = simulate(method, sc)
     at, k = ref_fastv_plan(cost, K, L, N)
-    counts = method.counts(state)
+    counts = ledger.counts
     assert counts[: min(at, L)] == [N] * min(at, L)
     if k >= N or at >= L:
         assert steps == [] and counts == [N] * L
@@ -220,11 +223,11 @@ def test_fastv_matches_reference(sc, cost, K):
 @settings(max_examples=40, **SETTINGS)
 @given(sc=scenarios(first=False), ratio=st.floats(0.0, 1.0), K=st.integers(0, 4))
 def test_fastv_native_ratio(sc, ratio, K):
-    method = FastVConfig(ratio=ratio, layer=K).make_method()
-    state, steps = simulate(method, sc)
+    method = FastVConfig(ratio=ratio, layer=K)
+    ledger, steps = simulate(method, sc)
     L, N = sc.num_layers, sc.n
     pruned = math.floor(ratio * N + 1e-9)
-    counts = method.counts(state)
+    counts = ledger.counts
     if K >= L or pruned == 0:
         assert counts == [N] * L
     else:
@@ -259,8 +262,8 @@ def ref_uniform_frames(frame: list[int], k: int) -> list[int]:
 @settings(max_examples=60, **SETTINGS)
 @given(sc=scenarios(first=False), cost=st.floats(0.01, 0.99), unit=st.sampled_from(["token", "frame"]))
 def test_uniform_matches_reference(sc, cost, unit):
-    method = UniformPruneConfig(cost=cost, unit=unit).make_method()
-    state, steps = simulate(method, sc)
+    method = UniformPruneConfig(cost=cost, unit=unit)
+    ledger, steps = simulate(method, sc)
     N = sc.n
     k = min(N, math.floor(cost * sc.num_layers * N / sc.num_layers))
     expected = ref_uniform_tokens(N, k) if unit == "token" else ref_uniform_frames(sc.frame.tolist(), k)
@@ -318,15 +321,15 @@ def ref_merge_groups(hidden: list[list[float]], patch: list[int], k: int):
 @settings(max_examples=60, **SETTINGS)
 @given(sc=scenarios(max_tokens=120, first=False), cost=st.floats(0.01, 0.99))
 def test_input_merge_groups_match_reference(sc, cost):
-    method = InputMergeConfig(cost=cost).make_method()
-    state, steps = simulate(method, sc)
+    method = InputMergeConfig(cost=cost)
+    ledger, steps = simulate(method, sc)
     N = sc.n
     k = min(N, math.floor(cost * sc.num_layers * N / sc.num_layers))
     if k >= N:
         assert steps == []
         return
     ((layer, red, _),) = steps
-    assert layer == 0 and int(red.keep.sum()) == k and method.counts(state) == [k] * sc.num_layers
+    assert layer == 0 and int(red.keep.sum()) == k and ledger.counts == [k] * sc.num_layers
     if k == 0:
         assert red.kind == "prune"
         return
@@ -346,10 +349,10 @@ def test_random_is_seeded_uniform_and_position_free():
     a, b = random_keep(50, 10, seed=1), random_keep(50, 10, seed=1)
     assert torch.equal(a, b) and int(a.sum()) == 10
     assert not torch.equal(a, random_keep(50, 10, seed=2))
-    method = RandomPruneConfig(cost=0.5, seed=4).make_method()
+    method = RandomPruneConfig(cost=0.5, seed=4)
     patch = torch.arange(40)
     x = LayerInput(0, torch.randn(40, 3), torch.zeros(40, dtype=torch.long), patch, lambda: torch.rand(40))
-    picks = [method.step(method.start(40, 2, sample=s), x).keep for s in (0, 1, 5)]  # any batch row
+    picks = [Ledger(method, 40, 2, sample=s).decide(0, x.hidden, x.frame, x.patch, x.importance).keep for s in (0, 1, 5)]
     assert all(torch.equal(p, picks[0]) for p in picks)
     freq = torch.stack([random_keep(20, 5, seed=s) for s in range(3000)]).double().mean(0)
     assert (freq - 0.25).abs().max() < 0.05  # every token equally likely
@@ -392,7 +395,7 @@ def test_config_validation(make, error, match):
 def test_config_defaults_and_names():
     assert FastVConfig().cost == 0.3 and FastVConfig().layer == 2 and FastVConfig(ratio=0.5).cost is None
     assert FastVConfig(cost=1).cost == 1.0 and isinstance(FastVConfig(cost=1).cost, float)
-    names = {k: c.make_method().name for k, c in method_configs(0.5).items()}
+    names = {k: c.name for k, c in method_configs(0.5).items()}
     assert names == {
         "merge-only": "framefusion-merge-only",
         "prune-only": "framefusion-prune-only",
@@ -402,7 +405,7 @@ def test_config_defaults_and_names():
         "uniform": "uniform",
         "uniform-frames": "uniform-frames",
     }
-    assert FrameFusionConfig().make_method().name == "framefusion"
+    assert FrameFusionConfig().name == "framefusion"
     with pytest.raises(dataclasses.FrozenInstanceError):
         FastVConfig().cost = 0.5
 

@@ -1,10 +1,11 @@
 """Pure tensor algorithms (no transformers import)."""
 
-from .budget import TokenBudget
+from .budget import BudgetView, TokenBudget
 from .selection import changed_token_keep, frame_runs, merge_to_count, random_keep, uniform_frame_keep, uniform_token_keep
 from .tokens import adjacent_similarity, merge_means, merge_roots, previous_same_patch, top_k_indices, true_indices
 
 __all__ = [
+    "BudgetView",
     "TokenBudget",
     "changed_token_keep",
     "adjacent_similarity",

@@ -3,6 +3,10 @@
 ``cost`` is the share of the unreduced vision-token compute that a forward may use:
 ``sum over all decoder layers of (vision tokens present at that layer) / (layers * tokens)``.
 The budget is kept as whole token-layers so that every decision can be checked exactly.
+
+Two objects: ``TokenBudget`` is the books (the engine charges it, once per layer, with the tokens
+that layer runs with); ``BudgetView`` is what a method sees of them: the same counts, read-only,
+measured against a cost (the method's own; in a stack, each stage's).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["TokenBudget"]
+__all__ = ["BudgetView", "TokenBudget"]
 
 
 @dataclass
@@ -19,11 +23,16 @@ class TokenBudget:
     num_layers: int
     num_tokens: int
     counts: list[int] = field(default_factory=list)  # tokens present at each layer so far
+    used: int = 0  # sum(counts): token-layers charged so far
+
+    def view(self, cost: float | None = None) -> "BudgetView":
+        """Read-only view of these books against ``cost`` (default: the books' own)."""
+        return BudgetView(self, self.cost if cost is None else cost)
 
     @property
     def total(self) -> float:
         """Token-layers allowed over the whole forward."""
-        return self.cost * self.num_layers * self.num_tokens
+        return self.view().total
 
     @property
     def layer(self) -> int:
@@ -31,27 +40,76 @@ class TokenBudget:
         return len(self.counts)
 
     def remaining(self) -> float:
-        """Token-layers left for the layers from ``self.layer`` on."""
-        return self.total - sum(self.counts)
+        return self.view().remaining()
 
     def max_constant(self) -> int:
-        """Largest token count that, kept constant from the next layer to the last, fits the budget."""
+        return self.view().max_constant()
+
+    def affords(self, count: int, layers: int = 1) -> bool:
+        return self.view().affords(count, layers)
+
+    def charge(self, count: int) -> None:
+        """Record that the next layer runs with ``count`` tokens."""
+        self.counts.append(int(count))
+        self.used += int(count)
+
+    def achieved(self) -> float:
+        """Share of the unreduced compute used (layers not yet charged count as unreduced)."""
+        if self.num_tokens == 0 or self.num_layers == 0:
+            return 1.0
+        charged = self.used + self.num_tokens * (self.num_layers - self.layer)
+        return charged / (self.num_layers * self.num_tokens)
+
+
+class BudgetView:
+    """What a method may read of a sample's budget: never charge it (the engine does, from the
+    counts it sees). ``cost`` is the share this view measures against."""
+
+    __slots__ = ("_books", "cost")
+
+    def __init__(self, books: TokenBudget, cost: float):
+        self._books = books
+        self.cost = cost
+
+    def with_cost(self, cost: float | None) -> "BudgetView":
+        """The same books against another cost (a stage of a stack; None: the unreduced compute)."""
+        return BudgetView(self._books, 1.0 if cost is None else cost)
+
+    @property
+    def num_layers(self) -> int:
+        return self._books.num_layers
+
+    @property
+    def num_tokens(self) -> int:
+        """Vision tokens of the sample before any reduction."""
+        return self._books.num_tokens
+
+    @property
+    def layer(self) -> int:
+        """Index of the layer being decided (the next to be charged)."""
+        return self._books.layer
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Tokens present at each layer charged so far."""
+        return tuple(self._books.counts)
+
+    @property
+    def total(self) -> float:
+        """Token-layers this view allows over the whole forward."""
+        return self.cost * self.num_layers * self.num_tokens
+
+    def remaining(self) -> float:
+        """Token-layers left for the layers from ``layer`` on."""
+        return self.total - self._books.used
+
+    def max_constant(self) -> int:
+        """Largest token count that, kept constant from ``layer`` to the last layer, fits."""
         left = self.num_layers - self.layer
         if left <= 0:
             return 0
         return max(0, math.floor(self.remaining() / left))
 
     def affords(self, count: int, layers: int = 1) -> bool:
-        """Whether ``count`` tokens at the next ``layers`` layers fit what is left."""
+        """Whether ``count`` tokens at the next ``layers`` layers (from ``layer`` on) fit."""
         return count * layers <= self.remaining()
-
-    def charge(self, count: int) -> None:
-        """Record that the next layer runs with ``count`` tokens."""
-        self.counts.append(int(count))
-
-    def achieved(self) -> float:
-        """Share of the unreduced compute used (layers not yet charged count as unreduced)."""
-        if self.num_tokens == 0 or self.num_layers == 0:
-            return 1.0
-        charged = sum(self.counts) + self.num_tokens * (self.num_layers - self.layer)
-        return charged / (self.num_layers * self.num_tokens)

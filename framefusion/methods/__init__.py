@@ -1,4 +1,5 @@
-"""Token-reduction methods: small objects the engine applies layer by layer."""
+"""Token-reduction methods: frozen dataclasses that are their own configs; the engine applies them
+layer by layer and keeps their books (``framefusion.ledger``)."""
 
 from .base import LayerInput, Reduction, ReductionMethod
 from .baselines import RandomPrune, UniformPrune
@@ -8,6 +9,7 @@ from .framefusion import FrameFusion
 from .input_merge import InputMerge
 from .oneshot import OneShotMethod
 from .replay import Replay
+from .stack import Stack
 
 __all__ = [
     "EVS",
@@ -20,5 +22,6 @@ __all__ = [
     "Reduction",
     "ReductionMethod",
     "Replay",
+    "Stack",
     "UniformPrune",
 ]

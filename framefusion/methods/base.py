@@ -1,23 +1,31 @@
 """The interface every token-reduction method implements (pure torch, no transformers import).
 
-The engine calls a method once per decoder layer and sample during prefill, with the vision tokens
-that are still present; the method answers which of them stay and, for merges, their new values.
+A method is a frozen dataclass that is its own validated config (``FrameFusion(cost=0.3)``). The
+engine calls it once per decoder layer and sample during prefill, with the vision tokens that are
+still present and a read-only view of the sample's budget; the method answers only which of them
+stay and, for merges, their new values. It never charges the budget nor reports its own cost: the
+engine charges the books from the token counts it sees (``framefusion.ledger``), refuses any
+decision that would overspend, and measures the achieved cost itself.
+
 Per-call state lives in the object returned by ``start`` so one method object serves any number
 of concurrent calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from ..algorithm import BudgetView
+
 __all__ = ["LayerInput", "Reduction", "ReductionMethod"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerInput:
     """The vision tokens of one sample at the input of one decoder layer (sequence order)."""
 
@@ -26,6 +34,7 @@ class LayerInput:
     frame: torch.Tensor  # (n,) frame index within its video
     patch: torch.Tensor  # (n,) group key: same patch position of the same video
     importance: Callable[[], torch.Tensor]  # lazily: (n,) attention the last query pays each token
+    budget: BudgetView | None = None  # the sample's budget as this method sees it (read-only)
 
 
 @dataclass
@@ -42,31 +51,34 @@ class Reduction:
 
 
 class ReductionMethod(ABC):
-    """A token-reduction method applied layer by layer inside the LLM."""
+    """A token-reduction method applied layer by layer inside the LLM.
 
-    name: str = "method"
+    Subclasses are frozen dataclasses whose fields are their settings; ``cost`` is the budget
+    (None: no budget promised, the forward is measured against the unreduced compute).
+    """
 
-    @abstractmethod
-    def start(self, num_tokens: int, num_layers: int, sample: int = 0) -> Any:
-        """Fresh state for one prefill of sample ``sample`` (batch row) with ``num_tokens`` vision tokens."""
+    name = "method"
+    cost: float | None = None
+
+    def start(self, budget: BudgetView, sample: int = 0) -> Any:
+        """Fresh per-call state for one prefill of batch row ``sample``; ``budget`` stays live
+        (it shows every later charge), so a method may keep it. Default: no state."""
+        return None
 
     @abstractmethod
     def step(self, state: Any, x: LayerInput) -> Reduction | None:
-        """Decide at one layer; None leaves the tokens as they are. Must charge the budget."""
+        """Decide at layer ``x.layer``; None leaves the tokens as they are."""
 
-    @abstractmethod
     def active(self, state: Any) -> bool:
-        """Whether the method may still change tokens."""
+        """Whether the method may still change tokens (False: the engine stops calling ``step``)."""
+        return True
 
-    @abstractmethod
-    def idle(self, state: Any, num_tokens: int) -> None:
-        """Record a layer passed with ``num_tokens`` tokens and no step call: once ``active`` is
-        False, or before the model's first reducible layer."""
+    def with_cost(self, cost: float) -> "ReductionMethod":
+        """The same method at budget ``cost`` (for sweeps; validated like any other)."""
+        return dataclasses.replace(self, cost=cost)
 
-    @abstractmethod
-    def achieved_cost(self, state: Any) -> float:
-        """Share of the unreduced vision-token compute used so far."""
 
-    @abstractmethod
-    def counts(self, state: Any) -> list[int]:
-        """Vision tokens present at each layer so far."""
+def set_fields(method: ReductionMethod, **values: Any) -> None:
+    """Store validated values on a frozen dataclass (from its ``__post_init__``)."""
+    for name, value in values.items():
+        object.__setattr__(method, name, value)

@@ -17,31 +17,58 @@ measured against, and uniform frame subsampling is how video LLMs meet a token l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..algorithm import random_keep, uniform_frame_keep, uniform_token_keep
-from .base import LayerInput, Reduction
+from .base import LayerInput, Reduction, set_fields
+from .checks import check_cost, check_integer
 from .oneshot import OneShotMethod, OneShotState
 
 __all__ = ["RandomPrune", "UniformPrune"]
 
+UNITS = ("token", "frame")
 
+
+@dataclass(frozen=True)
 class RandomPrune(OneShotMethod):
+    """Random pruning before the first layer, a floor.
+
+    cost: budget, in (0, 1]. Filled to whole tokens.
+    seed: integer >= 0; the draw depends only on it and the number of vision tokens.
+    """
+
+    cost: float = 0.3
+    seed: int = 0
+
     name = "random"
 
-    def __init__(self, cost: float, seed: int = 0):
-        self.cost = cost
-        self.seed = seed
+    def __post_init__(self) -> None:
+        set_fields(self, cost=check_cost(self.cost), seed=check_integer("seed", self.seed, 0, "random seed"))
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         return Reduction("prune", random_keep(x.hidden.shape[0], k, self.seed, x.hidden.device), count=k)
 
 
+@dataclass(frozen=True)
 class UniformPrune(OneShotMethod):
-    def __init__(self, cost: float, unit: str = "token"):
-        if unit not in ("token", "frame"):
-            raise ValueError(f"unit must be 'token' or 'frame', got {unit!r}")
-        self.cost = cost
-        self.unit = unit
-        self.name = "uniform" if unit == "token" else "uniform-frames"
+    """Uniform pruning before the first layer, a floor.
+
+    cost: budget, in (0, 1].
+    unit: "token" keeps every (N/k)-th token (fills the budget to whole tokens); "frame" keeps
+        evenly spaced whole frames (fills it to whole frames, so it may use less).
+    """
+
+    cost: float = 0.3
+    unit: str = "token"
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, got {self.unit!r}")
+        set_fields(self, cost=check_cost(self.cost))
+
+    @property
+    def name(self) -> str:
+        return "uniform" if self.unit == "token" else "uniform-frames"
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         if self.unit == "frame":

@@ -15,18 +15,41 @@ keeps ``floor((1 - q) N)`` tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..algorithm import changed_token_keep
-from .base import LayerInput, Reduction
+from .base import LayerInput, Reduction, set_fields
+from .checks import check_cost, check_number
 from .oneshot import OneShotMethod, OneShotState
 
 __all__ = ["EVS"]
 
 
+@dataclass(frozen=True)
 class EVS(OneShotMethod):
+    """EVS: once, at the input, keep the video tokens that changed most since the previous frame.
+
+    cost: budget, in (0, 1]. Default 0.3 when ``rate`` is not given.
+    rate: EVS's own pruning rate q instead of ``cost``: the share of video tokens dropped, in
+        [0, 1); the same as ``cost = 1 - rate`` (the count is constant from the input on), and
+        stored as that cost.
+    """
+
+    cost: float | None = None
+    rate: float | None = None
+
     name = "evs"
 
-    def __init__(self, cost: float):
-        self.cost = cost
+    def __post_init__(self) -> None:
+        if self.cost is not None and self.rate is not None:
+            raise ValueError(f"give EVS either cost or rate (= 1 - cost), not both; got cost={self.cost!r}, rate={self.rate!r}")
+        if self.rate is not None:
+            rate = check_number("rate", self.rate)
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"rate must be in [0, 1) (share of video tokens dropped), got {rate}")
+            set_fields(self, rate=None, cost=check_cost(1.0 - rate))
+        else:
+            set_fields(self, cost=0.3 if self.cost is None else check_cost(self.cost))
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         return Reduction("prune", changed_token_keep(x.hidden, x.patch, k), count=k)

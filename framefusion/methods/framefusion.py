@@ -34,12 +34,13 @@ Ablations (``merge`` / ``prune`` flags, both True by default):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from ..algorithm import (
-    TokenBudget,
+    BudgetView,
     adjacent_similarity,
     merge_means,
     merge_roots,
@@ -47,7 +48,8 @@ from ..algorithm import (
     previous_same_patch,
     top_k_indices,
 )
-from .base import LayerInput, Reduction, ReductionMethod
+from .base import LayerInput, Reduction, ReductionMethod, set_fields
+from .checks import check_cost, check_flag, check_number
 
 __all__ = ["FrameFusion", "FrameFusionState"]
 
@@ -56,55 +58,61 @@ MERGE, PRUNE, DONE = "merge", "prune", "done"
 
 @dataclass
 class FrameFusionState:
-    budget: TokenBudget
     stage: str = MERGE
     merge_layers: list[int] = field(default_factory=list)
     prune_layer: int | None = None
 
 
+@dataclass(frozen=True)
 class FrameFusion(ReductionMethod):
-    name = "framefusion"
+    """FrameFusion settings (Fu et al., arXiv 2501.01986).
 
-    def __init__(
-        self,
-        cost: float,
-        similarity_threshold: float,
-        ratio_threshold: float,
-        merge: bool = True,
-        prune: bool = True,
-    ):
-        if not (merge or prune):
-            raise ValueError("FrameFusion needs merge or prune (or both); merge=False, prune=False reduces nothing")
-        self.cost = cost
-        self.similarity_threshold = similarity_threshold
-        self.ratio_threshold = ratio_threshold
-        self.merge = bool(merge)
-        self.prune = bool(prune)
+    cost: budget, in (0, 1].
+    similarity_threshold: cosine similarity at or above which a token merges into the token at
+        the same patch position of the previous frame; in [-1, 1], or above 1 to turn merging off.
+    ratio_threshold: merging repeats at the next layer while at least this share of the vision
+        tokens was similar; in [0, 1].
+    merge, prune: the ablations (see the module docstring); at least one must be True.
+    """
+
+    cost: float = 0.3
+    similarity_threshold: float = 0.6
+    ratio_threshold: float = 0.1
+    merge: bool = True
+    prune: bool = True
+
+    def __post_init__(self) -> None:
+        sim = check_number("similarity_threshold", self.similarity_threshold)
+        if math.isinf(sim) or sim < -1.0:
+            raise ValueError(
+                f"similarity_threshold must be a finite cosine similarity >= -1 (above 1 turns merging off), got {sim}"
+            )
+        ratio = check_number("ratio_threshold", self.ratio_threshold)
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"ratio_threshold must be in [0, 1] (share of similar tokens), got {ratio}")
+        if not (check_flag("merge", self.merge) | check_flag("prune", self.prune)):
+            raise ValueError(
+                "merge and prune cannot both be False (nothing would be reduced); "
+                "allowed: both True (FrameFusion), prune=False (merge-only), merge=False (prune-only)"
+            )
+        set_fields(self, cost=check_cost(self.cost), similarity_threshold=sim, ratio_threshold=ratio)
+
+    @property
+    def name(self) -> str:
         if not self.prune:
-            self.name = "framefusion-merge-only"
-        elif not self.merge:
-            self.name = "framefusion-prune-only"
+            return "framefusion-merge-only"
+        return "framefusion" if self.merge else "framefusion-prune-only"
 
-    def start(self, num_tokens: int, num_layers: int, sample: int = 0) -> FrameFusionState:
-        return FrameFusionState(TokenBudget(self.cost, num_layers, num_tokens))
+    def start(self, budget: BudgetView, sample: int = 0) -> FrameFusionState:
+        return FrameFusionState()
 
     def active(self, state: FrameFusionState) -> bool:
         return state.stage != DONE
 
-    def idle(self, state: FrameFusionState, num_tokens: int) -> None:
-        state.budget.charge(num_tokens)
-
-    def achieved_cost(self, state: FrameFusionState) -> float:
-        return state.budget.achieved()
-
-    def counts(self, state: FrameFusionState) -> list[int]:
-        return list(state.budget.counts)
-
     def step(self, state: FrameFusionState, x: LayerInput) -> Reduction | None:
         n = x.hidden.shape[0]
-        budget = state.budget
+        budget = x.budget
         if state.stage == DONE or n == 0:
-            budget.charge(n)
             return None
         k_max = budget.max_constant()
         if state.stage == PRUNE or not self.merge:
@@ -114,34 +122,28 @@ class FrameFusion(ReductionMethod):
         sim = adjacent_similarity(x.hidden, prev)
         similar = (sim >= self.similarity_threshold) & (prev >= 0)
         s = int(similar.sum())  # the one host read of a merging layer: it decides the count
-        share = s / n
-
         if n - s <= k_max:
             # Merging everything similar reaches the budget: merge only the most similar tokens,
             # down to exactly k_max, and stop.
             state.stage = DONE
-            m = n - k_max
-            if m <= 0:
-                budget.charge(n)
-                return None
-            chosen = top_k_indices(torch.where(similar, sim, torch.full_like(sim, float("-inf"))), m)
-            selected = torch.zeros_like(similar)
-            selected[chosen] = True
-            return self._merge(state, x, prev, selected, k_max)
-
+            return self._merge_most_similar(state, x, prev, sim, similar, k_max) if n > k_max else None
         if not budget.affords(n - s):
             # Even the merged count does not fit this layer (a very small budget): prune now.
             return self._prune(state, x, k_max)
-
-        if s:
-            reduction = self._merge(state, x, prev, similar, n - s)
-        else:
-            reduction = None
-            budget.charge(n)
-        layers_left = budget.num_layers - budget.layer
-        if not (share >= self.ratio_threshold and layers_left > 0 and budget.affords(n - s)):
-            state.stage = PRUNE if layers_left > 0 else DONE
+        reduction = self._merge(state, x, prev, similar, n - s) if s else None
+        # Merge again at the next layer only while enough was similar and that layer could still
+        # afford the merged count (this layer runs with n - s too: two layers' worth).
+        layers_after = budget.num_layers - budget.layer - 1
+        if not (s / n >= self.ratio_threshold and layers_after > 0 and budget.affords(n - s, layers=2)):
+            state.stage = PRUNE if layers_after > 0 else DONE
         return reduction
+
+    def _merge_most_similar(self, state, x: LayerInput, prev, sim, similar, count: int) -> Reduction:
+        """Merge the ``n - count`` most similar of the ``similar`` tokens, leaving ``count``."""
+        chosen = top_k_indices(torch.where(similar, sim, torch.full_like(sim, float("-inf"))), x.hidden.shape[0] - count)
+        selected = torch.zeros_like(similar)
+        selected[chosen] = True
+        return self._merge(state, x, prev, selected, count)
 
     def _merge(
         self, state: FrameFusionState, x: LayerInput, prev: torch.Tensor, selected: torch.Tensor, count: int
@@ -149,14 +151,12 @@ class FrameFusion(ReductionMethod):
         """Merge the ``selected`` tokens into their predecessors, leaving ``count`` tokens."""
         root = merge_roots(selected, prev)
         keep, merged = merge_means(x.hidden, root, count)
-        state.budget.charge(count)
         state.merge_layers.append(x.layer)
         return Reduction("merge", keep, merged, root, count)
 
     def _prune(self, state: FrameFusionState, x: LayerInput, k: int) -> Reduction | None:
         n = x.hidden.shape[0]
         state.stage = DONE
-        state.budget.charge(k)
         if k >= n:
             return None
         if not self.prune and k > 0:  # merge-only: reach the count by similarity instead

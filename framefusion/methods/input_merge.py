@@ -16,20 +16,31 @@ When the budget affords no vision token at all, every vision token is dropped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..algorithm import merge_to_count
-from .base import LayerInput, Reduction
+from .base import LayerInput, Reduction, set_fields
+from .checks import check_cost
 from .oneshot import OneShotMethod, OneShotState
 
 __all__ = ["InputMerge"]
 
 
+@dataclass(frozen=True)
 class InputMerge(OneShotMethod):
+    """Input-level temporal merging to the budget; needs no attention weights.
+
+    cost: budget, in (0, 1]. Filled to whole tokens.
+    """
+
+    cost: float = 0.3
+
     name = "input-merge"
 
-    def __init__(self, cost: float):
-        self.cost = cost
+    def __post_init__(self) -> None:
+        set_fields(self, cost=check_cost(self.cost))
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         if k == 0:

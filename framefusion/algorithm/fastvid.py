@@ -116,8 +116,8 @@ def fastvid_reduce(
     sizes = _frame_sizes(frame, sizes, n)
     num_frames, widest = len(sizes), max(sizes)
     size_t = torch.tensor(sizes, dtype=torch.long, device=device)  # (F,)
-    runs = torch.repeat_interleave(torch.arange(num_frames, device=device), size_t, output_size=n)  # (n,)
     start_t = size_t.cumsum(0) - size_t  # (F,)
+    runs = torch.zeros(n, dtype=torch.long, device=device).index_fill_(0, start_t[1:], 1).cumsum(0)  # (n,)
     position = torch.arange(n, device=device)
 
     x = hidden.float()
@@ -205,7 +205,9 @@ def _check(hidden, frame, k, salience, c, tau, d, p, beta, knn) -> None:
         or not salience.is_floating_point()
         or salience.device != hidden.device
     ):
-        got = (tuple(salience.shape), salience.dtype, str(salience.device)) if isinstance(salience, torch.Tensor) else salience
+        got = salience
+        if isinstance(salience, torch.Tensor):
+            got = (tuple(salience.shape), salience.dtype, str(salience.device))
         raise ValueError(f"salience must be None or a floating point tensor ({n},) on {hidden.device}, got {got}")
     for name, value, low in (("c", c, 1), ("p", p, 1), ("knn", knn, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

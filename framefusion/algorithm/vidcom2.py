@@ -166,8 +166,8 @@ def _capped_quotas(sizes: torch.Tensor, weight: torch.Tensor, k: int) -> torch.T
     weight_from = w.flip(0).cumsum(0).flip(0)  # weight of this frame and every later one
     lam = (k - size_before) / weight_from.clamp_min(1e-300)
     ok = (lam <= c) & real[order]
-    first = torch.argmax(ok.to(torch.int8))  # the first frame that does not fill up
-    return torch.where(real, torch.minimum(sizes, lam[first] * weight), torch.zeros_like(sizes))
+    first = torch.argmax(ok.to(torch.int8)).view(1)  # the first frame that does not fill up
+    return torch.where(real, torch.minimum(sizes, lam.index_select(0, first) * weight), torch.zeros_like(sizes))
 
 
 def _rank_in_run(score: torch.Tensor, runs: torch.Tensor) -> torch.Tensor:

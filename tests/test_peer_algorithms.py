@@ -132,7 +132,9 @@ def reference_vidcom2(rows, frame, k, tau=0.01, eps=1e-8) -> tuple[list[bool], f
     # Margin of the allocation: the gap at the cut of all "priorities" quota - j (j-th token of a frame).
     frame_sig = [tuple(tuple(rows[i]) for i in m) for m in frames]
     units = [(t, j) for t in range(num_frames) for j in range(size[t])]
-    _, margin = top(list(range(len(units))), lambda u: quota[units[u][0]] - units[u][1], k, lambda u: frame_sig[units[u][0]])
+    _, margin = top(
+        list(range(len(units))), lambda u: quota[units[u][0]] - units[u][1], k, lambda u: frame_sig[units[u][0]]
+    )
     keep = [False] * n
     for t, members in enumerate(frames):
         chosen, gap = top(members, lambda i: score[i], seats[t], lambda i: tuple(rows[i]))
@@ -223,7 +225,9 @@ def reference_fastvid(rows, frame, k, salience=None, c=8, tau=0.9, d=0.4, p=4, b
             if len({rho_sig[i] for i in members if log_rho[i] == v}) > 1:
                 margin = 0.0  # equal densities by coincidence: float32 may order them otherwise
         for i in members:
-            denser = [j for j in members if j != i and (log_rho[j] > log_rho[i] or (log_rho[j] == log_rho[i] and j < i))]
+            denser = [
+                j for j in members if j != i and (log_rho[j] > log_rho[i] or (log_rho[j] == log_rho[i] and j < i))
+            ]
             if denser:
                 delta = min(dist(i, j) for j in denser)
             else:
@@ -349,7 +353,6 @@ def test_vidcom2_matches_reference(video, share, tau):
     want, margin = reference_vidcom2(rows_of(hidden), frame, k, tau=tau)
     assert keep.dtype == torch.bool and keep.shape == (n,)
     assert int(keep.sum()) == min(k, n)
-    # Every frame keeps its best tokens: a kept token never ranks below a dropped one of its frame.
     if margin < TOL:
         event("ambiguous within float32: invariants only")
         return
@@ -450,9 +453,8 @@ def fastvid_params(draw):
 
 def check_fastvid(hidden, frame, k, params, salience=None, sizes=None):
     n = hidden.shape[0]
-    keep, merged, root = fastvid_reduce(
-        hidden, torch.tensor(frame), k, salience=None if salience is None else torch.tensor(salience), sizes=sizes, **params
-    )
+    given = None if salience is None else torch.tensor(salience)
+    keep, merged, root = fastvid_reduce(hidden, torch.tensor(frame), k, salience=given, sizes=sizes, **params)
     want_keep, want_merged, want_root, margin = reference_fastvid(rows_of(hidden), frame, k, salience, **params)
     assert keep.shape == (n,) and int(keep.sum()) == min(k, n)
     if k >= n:

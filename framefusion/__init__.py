@@ -18,6 +18,7 @@ from .ledger import BudgetExceededError
 from .methods import (
     EVS,
     FastV,
+    FastVID,
     FrameFusion,
     InputMerge,
     LayerInput,
@@ -27,6 +28,7 @@ from .methods import (
     Replay,
     Stack,
     UniformPrune,
+    VidCom2,
 )
 from .report import ReductionReport
 
@@ -38,6 +40,7 @@ __all__ = [
     "BudgetExceededError",
     "FastV",
     "FastVConfig",
+    "FastVID",
     "FrameFusion",
     "FrameFusionConfig",
     "InputMerge",
@@ -47,6 +50,7 @@ __all__ = [
     "Stack",
     "UniformPrune",
     "UniformPruneConfig",
+    "VidCom2",
     "FrameFusionHandle",
     "LayerInput",
     "Reduction",

@@ -434,7 +434,7 @@ class FrameFusionHandle:
             return row
         count = red.count if red.count is not None else int(red.keep.sum())
         keep = red.keep.to(row.device)  # (n,) over the vision tokens present
-        sample.decisions.append(Decision(layer_idx, red.kind, keep, red.root))  # to the host when read
+        sample.decisions.append(Decision(layer_idx, red.kind, keep, red.root, red.anchor_weight))  # to the host when read
         m, n = len(sample.kept), len(sample.vision_slots)
         keep_row = torch.ones(m, dtype=torch.bool, device=row.device)
         keep_row[sample.vision_slots] = keep

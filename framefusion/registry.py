@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .methods import EVS, FastV, FrameFusion, InputMerge, RandomPrune, ReductionMethod, Stack, UniformPrune
+from .methods import EVS, FastV, FastVID, FrameFusion, InputMerge, RandomPrune, ReductionMethod, Stack, UniformPrune, VidCom2
 
 __all__ = ["METHODS", "MethodEntry", "check_method_name", "config_for", "method_names"]
 
@@ -40,6 +40,8 @@ METHODS: dict[str, MethodEntry] = {
     "prune-only": MethodEntry(FrameFusion, "FrameFusion's pruning alone", FRAMEFUSION_OPTIONS, {"merge": False}),
     "fastv": MethodEntry(FastV, "prune by attention after layer 2 (arXiv 2403.06764)"),
     "evs": MethodEntry(EVS, "drop the tokens that changed least since the previous frame (arXiv 2510.14624)"),
+    "vidcom2": MethodEntry(VidCom2, "per-frame budgets by frame uniqueness, then unique tokens (arXiv 2505.14454)"),
+    "fastvid": MethodEntry(FastVID, "temporal segments, then density-peak pruning and merging (arXiv 2503.11187)"),
     "input-merge": MethodEntry(InputMerge, "DyCoke-style temporal merging at the input"),
     "random": MethodEntry(RandomPrune, "random pruning at the input (a floor)"),
     "uniform": MethodEntry(UniformPrune, "every (N/k)-th token (a floor)"),

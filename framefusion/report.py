@@ -26,9 +26,11 @@ class Decision:
     kind: str
     keep: torch.Tensor
     root: torch.Tensor | None = None
+    anchor_weight: float | None = None  # merges by an anchor rule (see ``methods.Reduction``)
 
     def cpu(self) -> "Decision":
-        return Decision(self.layer, self.kind, self.keep.cpu(), None if self.root is None else self.root.cpu())
+        root = None if self.root is None else self.root.cpu()
+        return Decision(self.layer, self.kind, self.keep.cpu(), root, self.anchor_weight)
 
 
 @dataclass

@@ -77,7 +77,7 @@ import torch
 
 from .tokens import _NORM_FLOOR, _power_of_two_scaled, top_k_indices, true_indices
 
-__all__ = ["fastvid_reduce", "FASTVID_DEFAULTS"]
+__all__ = ["anchor_means", "fastvid_reduce", "FASTVID_DEFAULTS"]
 
 FASTVID_DEFAULTS = dict(c=8, tau=0.9, d=0.4, p=4, beta=0.6, knn=4)
 
@@ -113,76 +113,100 @@ def fastvid_reduce(
             hidden.new_zeros((0, hidden.shape[1])),
             torch.full((n,), -1, dtype=torch.long, device=device),
         )
-    sizes = _frame_sizes(frame, sizes, n)
-    num_frames, widest = len(sizes), max(sizes)
-    size_t = torch.tensor(sizes, dtype=torch.long, device=device)  # (F,)
-    start_t = size_t.cumsum(0) - size_t  # (F,)
-    runs = torch.zeros(n, dtype=torch.long, device=device).index_fill_(0, start_t[1:], 1).cumsum(0)  # (n,)
-    position = torch.arange(n, device=device)
-
-    x = hidden.float()
-    scaled = _globally_scaled(x)  # exact power-of-two multiple of x: means, dot products
-    frame_mean = torch.zeros((num_frames, x.shape[1]), device=device).index_add_(0, runs, scaled)
-    frame_mean = frame_mean / size_t.unsqueeze(-1).float()  # (F, dim)
-
-    # 1. DySeg.
-    seg_of_frame, anchor_frame, anchor_ordinal = _segments(frame_mean, c, tau, p)  # (F,) each
-    seg_tokens = torch.zeros(num_frames, dtype=torch.long, device=device).index_add_(0, seg_of_frame, size_t)
-    seg_anchors = torch.zeros(num_frames, dtype=torch.long, device=device).index_add_(
-        0, seg_of_frame, anchor_frame.long()
-    )
-
-    # 2. Budgets.
-    k_dtm = math.floor(d * k + 0.5)
-    k_ats = k - k_dtm
-    ats_t = _largest_remainder(k_ats, size_t)  # (F,)
-    dtm_s = _largest_remainder(k_dtm, seg_tokens)  # (F,) per segment slot
-    share = dtm_s[seg_of_frame]
-    per = seg_anchors[seg_of_frame].clamp_min(1)
-    dtm_t = torch.where(anchor_frame, share // per + (anchor_ordinal < share % per).long(), 0)  # (F,)
-    dtm_t = torch.minimum(dtm_t, size_t - ats_t)
+    frames = _Frames.of(hidden, _frame_sizes(frame, sizes, n))
+    seg_of_frame, anchor_frame, anchor_ordinal = _segments(frames.mean, c, tau, p)  # 1. DySeg; (F,) each
+    k_dtm = math.floor(d * k + 0.5)  # 2. budgets: density merging, then attention-based selection
+    ats_t, dtm_t = _frame_budgets(frames, seg_of_frame, anchor_frame, anchor_ordinal, k - k_dtm, k_dtm)
     shortfall = k_dtm - dtm_t.sum()  # device scalar, usually 0
-
-    # 3. ATS.
-    if salience is None:
-        sal = (scaled * frame_mean[runs]).sum(-1)  # (n,) pseudo-[CLS] with identity projections
+    if salience is None:  # 3. ATS: pseudo-[CLS] with identity projections
+        sal = (frames.scaled * frames.mean[frames.runs]).sum(-1)  # (n,)
     else:
         sal = salience.float()
-    ats = _rank_in_run(sal, runs) < ats_t[runs]
+    ats = _rank_in_run(sal, frames.runs) < ats_t[frames.runs]
+    score = _density_score(  # 4. DTM anchors: density peaks of the anchor frames not taken by ATS
+        frames.x, frames.runs, frames.start, frames.size, frames.position - frames.start[frames.runs], frames.widest, knn
+    )
+    free = anchor_frame[frames.runs] & ~ats
+    anchor = free & (_rank_in_run(score, frames.runs, eligible=free) < dtm_t[frames.runs])
+    keep = ats | anchor | _top_up(sal, frames, ~(ats | anchor), shortfall)  # 5. exactly k
+    root = _join_anchors(frames, keep, anchor, seg_of_frame, k_dtm, shortfall)
+    return keep, anchor_means(hidden, root, keep, k, beta), root
 
-    # 4. DTM anchors.
-    score = _density_score(x, runs, start_t, size_t, position - start_t[runs], widest, knn)  # (n,)
-    free = anchor_frame[runs] & ~ats
-    anchor = free & (_rank_in_run(score, runs, eligible=free) < dtm_t[runs])
 
-    # 5. Shortfall: round-robin over frames in salience order among the tokens not kept.
-    rest = ~(ats | anchor)
-    order_key = torch.where(rest, _rank_in_run(sal, runs, eligible=rest) * n + position, n * n + position)
-    order = torch.sort(order_key).indices
-    topup = torch.zeros(n, dtype=torch.bool, device=device)
-    topup[order] = position < shortfall
-    keep = ats | anchor | topup
+class _Frames:
+    """The video's frames as the steps need them: run ids, sizes, starts, means (float32)."""
 
-    # Merging into the anchors of the same segment.
+    def __init__(self, x, scaled, runs, size, start, mean, widest):
+        self.x, self.scaled, self.runs = x, scaled, runs  # (n, d), (n, d), (n,)
+        self.size, self.start, self.mean, self.widest = size, start, mean, widest  # (F,), (F,), (F, d), int
+        self.position = torch.arange(x.shape[0], device=x.device)  # (n,)
+
+    @classmethod
+    def of(cls, hidden: torch.Tensor, sizes: list[int]) -> "_Frames":
+        device, n = hidden.device, hidden.shape[0]
+        size = torch.tensor(sizes, dtype=torch.long, device=device)  # (F,)
+        start = size.cumsum(0) - size  # (F,)
+        runs = torch.zeros(n, dtype=torch.long, device=device).index_fill_(0, start[1:], 1).cumsum(0)  # (n,)
+        x = hidden.float()
+        scaled = _globally_scaled(x)  # exact power-of-two multiple of x: means, dot products
+        mean = torch.zeros((len(sizes), x.shape[1]), device=device).index_add_(0, runs, scaled)
+        return cls(x, scaled, runs, size, start, mean / size.unsqueeze(-1).float(), max(sizes))
+
+
+def _frame_budgets(frames: _Frames, seg_of_frame, anchor_frame, anchor_ordinal, k_ats: int, k_dtm: int):
+    """(ats_t, dtm_t), (F,) each: ATS tokens per frame (largest remainder of ``k_ats`` by frame
+    size); DTM tokens per anchor frame (``k_dtm`` by segment size, then evenly over the segment's
+    anchor frames, capped by what ATS left free)."""
+    num_frames, device = frames.size.shape[0], frames.size.device
+    seg_tokens = torch.zeros(num_frames, dtype=torch.long, device=device).index_add_(0, seg_of_frame, frames.size)
+    seg_anchors = torch.zeros(num_frames, dtype=torch.long, device=device).index_add_(0, seg_of_frame, anchor_frame.long())
+    ats_t = _largest_remainder(k_ats, frames.size)
+    share = _largest_remainder(k_dtm, seg_tokens)[seg_of_frame]  # per segment slot, read per frame
+    per = seg_anchors[seg_of_frame].clamp_min(1)
+    dtm_t = torch.where(anchor_frame, share // per + (anchor_ordinal < share % per).long(), 0)
+    return ats_t, torch.minimum(dtm_t, frames.size - ats_t)
+
+
+def _top_up(sal: torch.Tensor, frames: _Frames, rest: torch.Tensor, shortfall: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: ``shortfall`` of the ``rest`` tokens, round-robin over frames in salience order."""
+    n, position = rest.shape[0], frames.position
+    order_key = torch.where(rest, _rank_in_run(sal, frames.runs, eligible=rest) * n + position, n * n + position)
+    topup = torch.zeros(n, dtype=torch.bool, device=rest.device)
+    topup[torch.sort(order_key).indices] = position < shortfall
+    return topup
+
+
+def _join_anchors(frames: _Frames, keep, anchor, seg_of_frame, k_dtm: int, shortfall) -> torch.Tensor:
+    """(n,) root: kept tokens are their own; every other token joins the most similar anchor of its
+    segment (ties: the earlier anchor), or -1 when its segment has none."""
+    position = frames.position
     root = torch.where(keep, position, torch.full_like(position, -1))
-    if k_dtm:
-        seg_token = seg_of_frame[runs]  # (n,)
-        anchors = true_indices(anchor, k_dtm)  # (k_dtm,) padded with 0 past the real anchors
-        valid = position[:k_dtm] < (k_dtm - shortfall)
-        unit = _unit_rows(x)
-        sim = unit @ unit[anchors].T  # (n, k_dtm)
-        allowed = (seg_token.unsqueeze(1) == seg_token[anchors].unsqueeze(0)) & valid.unsqueeze(0)
-        sim = torch.where(allowed, sim, torch.full_like(sim, float("-inf")))
-        joins = ~keep & allowed.any(dim=1)
-        root = torch.where(joins, anchors[torch.argmax(sim, dim=1)], root)  # ties: the earlier anchor
+    if not k_dtm:
+        return root
+    seg_token = seg_of_frame[frames.runs]  # (n,)
+    anchors = true_indices(anchor, k_dtm)  # (k_dtm,) padded with 0 past the real anchors
+    valid = position[:k_dtm] < (k_dtm - shortfall)
+    unit = _unit_rows(frames.x)
+    sim = unit @ unit[anchors].T  # (n, k_dtm)
+    allowed = (seg_token.unsqueeze(1) == seg_token[anchors].unsqueeze(0)) & valid.unsqueeze(0)
+    sim = torch.where(allowed, sim, torch.full_like(sim, float("-inf")))
+    joins = ~keep & allowed.any(dim=1)
+    return torch.where(joins, anchors[torch.argmax(sim, dim=1)], root)
+
+
+def anchor_means(hidden: torch.Tensor, root: torch.Tensor, keep: torch.Tensor, k: int, beta: float) -> torch.Tensor:
+    """(k, dim) new values of the k kept tokens: an anchor that tokens joined (``root`` (n,) points
+    at it) becomes ``beta * a + (1 - beta) * mean(joined)`` (paper Eq. 5), every other kept token
+    stays as it is; tokens with root -1 are dropped. In float32, returned in ``hidden``'s dtype."""
+    x = hidden.float()
+    position = torch.arange(x.shape[0], device=x.device)
     joins = (root >= 0) & ~keep
     into = torch.where(joins, root, position)
     sums = torch.zeros_like(x).index_add_(0, into, torch.where(joins.unsqueeze(-1), x, 0.0))
-    count = torch.zeros(n, device=device).index_add_(0, into, joins.float())
+    count = torch.zeros(x.shape[0], device=x.device).index_add_(0, into, joins.float())
     mean = sums / count.clamp_min(1.0).unsqueeze(-1)
     updated = torch.where((count > 0).unsqueeze(-1), beta * x + (1.0 - beta) * mean, x)
-    merged = updated[true_indices(keep, k)].to(hidden.dtype)
-    return keep, merged, root
+    return updated[true_indices(keep, k)].to(hidden.dtype)
 
 
 def _check(hidden, frame, k, salience, c, tau, d, p, beta, knn) -> None:

@@ -5,15 +5,18 @@ from .base import LayerInput, Reduction, ReductionMethod
 from .baselines import RandomPrune, UniformPrune
 from .evs import EVS
 from .fastv import FastV
+from .fastvid import FastVID
 from .framefusion import FrameFusion
 from .input_merge import InputMerge
 from .oneshot import OneShotMethod
 from .replay import Replay
 from .stack import Stack
+from .vidcom2 import VidCom2
 
 __all__ = [
     "EVS",
     "FastV",
+    "FastVID",
     "FrameFusion",
     "InputMerge",
     "LayerInput",
@@ -24,4 +27,5 @@ __all__ = [
     "Replay",
     "Stack",
     "UniformPrune",
+    "VidCom2",
 ]

@@ -48,6 +48,9 @@ class Reduction:
     # keep.sum(), when the method knows it on the host (it decided it). Given, the engine re-packs
     # the tokens without reading anything back from the device; None costs one host read.
     count: int | None = None
+    # For merges whose value is not the plain mean of the group (FastVID): the weight of the kept
+    # token itself, the joined ones sharing the rest (``algorithm.anchor_means``); root -1 drops.
+    anchor_weight: float | None = None
 
 
 class ReductionMethod(ABC):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..algorithm import BudgetView, merge_means
+from ..algorithm import BudgetView, anchor_means, merge_means
 from .base import LayerInput, Reduction, ReductionMethod
 
 __all__ = ["Replay"]
@@ -45,6 +45,9 @@ class Replay(ReductionMethod):
         keep = d.keep.to(x.hidden.device)
         if d.kind == "merge":
             root = d.root.to(x.hidden.device)
-            _, merged = merge_means(x.hidden, root, count)
-            return Reduction("merge", keep, merged, root, count)
+            if d.anchor_weight is None:
+                _, merged = merge_means(x.hidden, root, count)
+            else:
+                merged = anchor_means(x.hidden, root, keep, count, d.anchor_weight)
+            return Reduction("merge", keep, merged, root, count, d.anchor_weight)
         return Reduction(d.kind, keep, count=count)

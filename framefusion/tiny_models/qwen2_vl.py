@@ -34,6 +34,7 @@ __all__ = [
     "FAMILIES",
     "SPECIAL_TOKENS",
     "TINY_CHAT_TEMPLATE",
+    "WORDS",
     "build_tiny",
     "build_tiny_model",
     "build_tiny_processor",
@@ -62,7 +63,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 )
 
 # Words whose byte-level spellings (with and without a leading space) become BPE merges.
-_WORDS: tuple[str, ...] = (
+WORDS: tuple[str, ...] = (
     "the", "a", "an", "and", "of", "in", "is", "it", "to", "on", "this", "that", "what", "video",
     "image", "frame", "describe", "happening", "moves", "object", "red", "green", "blue", "circle",
     "square", "left", "right", "up", "down", "you", "are", "assistant", "user", "system", "helpful",
@@ -125,7 +126,7 @@ def byte_level_vocab(
     return vocab, merges
 
 
-def build_tiny_tokenizer(words: Iterable[str] = _WORDS, unspaced_first: Iterable[str] = ()) -> Qwen2Tokenizer:
+def build_tiny_tokenizer(words: Iterable[str] = WORDS, unspaced_first: Iterable[str] = ()) -> Qwen2Tokenizer:
     """A byte-level BPE ``Qwen2Tokenizer`` (by default 499 tokens, last 7 special) with a Qwen chat
     template, in memory; ``words`` and ``unspaced_first`` as in :func:`byte_level_vocab`."""
     vocab, merges = byte_level_vocab(words, SPECIAL_TOKENS, unspaced_first)

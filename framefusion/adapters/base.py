@@ -234,6 +234,23 @@ def grid_positions(layout: VideoLayout, tokens: torch.Tensor, within: torch.Tens
     return positions
 
 
+def tile_grids(
+    layouts: list[VideoLayout], rows: int, cols: int, frame_size: tuple[int, int], cell: tuple[float, float]
+) -> list[list[VideoGrid]]:
+    """Per sample, one :class:`VideoGrid` per video for families whose frames are one tile each of
+    ``rows x cols`` tokens keyed ``cell + video * rows * cols`` (InternVL, SmolVLM); no non-grid tokens."""
+    per_tile = rows * cols
+    per_sample = []
+    for layout in layouts:
+        videos = []
+        for _, tokens in split_videos(layout, lambda key: key // per_tile):
+            positions = grid_positions(layout, tokens, layout.patch[tokens] % per_tile, per_tile)
+            frames = positions.numel() // per_tile
+            videos.append(VideoGrid(frames, rows, cols, frame_size, cell, positions, positions[:0], 1))
+        per_sample.append(videos)
+    return per_sample
+
+
 class InstanceAttribute:
     """Handle for an attribute set on an instance (a wrapped method): ``remove()`` deletes it,
     uncovering the class's own."""

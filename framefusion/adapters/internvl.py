@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoGrid, VideoLayout, grid_positions, special_token_id, split_videos
+from .base import Adapter, VideoGrid, VideoLayout, special_token_id, tile_grids
 
 __all__ = ["InternVLAdapter"]
 
@@ -108,16 +108,8 @@ class InternVLAdapter(Adapter):
         rows, cols = round(height / patch_h * ratio), round(width / patch_w * ratio)  # after the pixel shuffle
         if rows * cols != per_tile:
             raise ValueError(f"{self.family}: a tile of {rows}x{cols} tokens is not image_seq_length={per_tile}")
-        cell = (patch_h / ratio, patch_w / ratio)
-        per_sample = []
-        for layout in layouts:
-            videos = []
-            for _, tokens in split_videos(layout, lambda key: key // per_tile):  # keys: cell + video * S
-                positions = grid_positions(layout, tokens, layout.patch[tokens] % per_tile, per_tile)
-                frames = positions.numel() // per_tile
-                videos.append(VideoGrid(frames, rows, cols, (height, width), cell, positions, positions[:0], 1))
-            per_sample.append(videos)
-        return per_sample
+        cell = (patch_h / ratio, patch_w / ratio)  # pixels a side of one token's box
+        return tile_grids(layouts, rows, cols, (height, width), cell)
 
 
 def _pair(value: Any) -> tuple[int, int]:

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoGrid, VideoLayout, grid_positions, special_token_id, split_videos
+from .base import Adapter, VideoGrid, VideoLayout, special_token_id, tile_grids
 
 __all__ = ["SmolVLMAdapter"]
 
@@ -127,12 +127,4 @@ class SmolVLMAdapter(Adapter):
         side = size // cell  # tokens a side after the pixel shuffle
         if side * side != per_frame:
             raise ValueError(f"{self.family}: a frame of {side}x{side} tokens is not image_seq_len={per_frame}")
-        per_sample = []
-        for layout in layouts:
-            videos = []
-            for _, tokens in split_videos(layout, lambda key: key // per_frame):  # keys: cell + video * S
-                positions = grid_positions(layout, tokens, layout.patch[tokens] % per_frame, per_frame)
-                frames = positions.numel() // per_frame
-                videos.append(VideoGrid(frames, side, side, (size, size), (cell, cell), positions, positions[:0], 1))
-            per_sample.append(videos)
-        return per_sample
+        return tile_grids(layouts, side, side, (size, size), (cell, cell))

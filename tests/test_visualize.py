@@ -1,4 +1,5 @@
-"""Token fates replayed from a report, the Qwen token geometry, and the pictures (HTML, PNG, GIF)."""
+"""Token fates replayed from a report, every family's token geometry (its adapter's video_grids), and the
+pictures (HTML, PNG, GIF)."""
 
 import re
 
@@ -126,15 +127,109 @@ def test_fates_agree_with_the_kept_positions(videos):
     assert {f.fate for f in fates} == {"kept", "merged", "pruned"}  # this setting does all three
 
 
-def test_unsupported_family_is_named_in_the_error(videos):
-    model, processor = zoo.build("llava_onevision", num_layers=2)
+def test_unsupported_family_is_named_in_the_error(videos, monkeypatch):
+    # A model of no known family: the error names it and lists the families that are drawn.
+    not_a_vlm = torch.nn.Linear(2, 2)
+    with pytest.raises(UnsupportedFamilyError) as err:
+        build_token_map(not_a_vlm, None, videos[8], "What moves?")
+    msg = str(err.value)
+    for w in ("Qwen2-VL", "Qwen2.5-VL", "not supported", "Linear", "InternVL", "LLaVA-OneVision", "SmolVLM2"):
+        assert w in msg
+    # A family framefusion reduces whose adapter gives no frame grid: named, with "not supported yet".
+    import framefusion.adapters as adapters
+
+    class NoGrids(adapters.LlavaOnevisionAdapter):
+        video_grids = adapters.Adapter.video_grids
+
+    monkeypatch.setattr(adapters, "ADAPTERS", [NoGrids if a is adapters.LlavaOnevisionAdapter else a for a in adapters.ADAPTERS])
+    model, processor = zoo.build("llava_onevision", num_layers=1)
     with pytest.raises(UnsupportedFamilyError) as err:
         build_token_map(model, processor, videos[8], "What moves?")
-    msg = str(err.value)
-    for w in ("Qwen2-VL", "Qwen2.5-VL", "not supported yet", "llava_onevision", "InternVL"):
-        assert w in msg
+    for w in ("not supported yet", "LLaVA-OneVision", "llava_onevision", "not patch grids", "Qwen2-VL"):
+        assert w in str(err.value)
     with pytest.raises(ValueError, match="no video"):
         frame_grid(zoo.build("qwen2_vl", num_layers=1)[0], {}, videos[8])
+
+
+def _expected_grid(family, model, inputs):
+    """(frames, rows, cols, cell px, frame (H, W), non-grid placeholders per video) from the configs and
+    the processor's output, by each family's documented formula (not the adapters' code)."""
+    config, vision = model.config, model.config.vision_config
+    if family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v"):
+        t, h, w = inputs["video_grid_thw"][0].tolist()
+        p, m = vision.patch_size, vision.spatial_merge_size
+        return t, h // m, w // m, p * m, (h * p, w * p), 0
+    frames = 8  # every family below gets one picture per input frame of an 8-frame video
+    if family == "internvl":
+        side = int(config.image_seq_length**0.5)
+        return frames, side, side, vision.image_size[0] / side, tuple(vision.image_size), 0
+    g = vision.image_size // vision.patch_size
+    side = {
+        "llava_onevision": -(-g // 2),  # bilinear pooling to ceil(g/2)
+        "llava_next_video": g // getattr(config, "spatial_pool_stride", 1),
+        "video_llava": g,
+        "smolvlm": g // getattr(config, "scale_factor", 1),
+    }[family]
+    extra = {"llava_onevision": 1, "video_llava": frames}.get(family, 0)  # newline; CLS per frame
+    return frames, side, side, g * vision.patch_size / side, (vision.image_size, vision.image_size), extra
+
+
+@pytest.mark.parametrize("family", list(zoo.TINY_FAMILIES))
+def test_every_family_is_drawn(family, videos, tmp_path):
+    from framefusion.adapters import adapter_for
+
+    model, processor = zoo.build(family, num_layers=4)
+    video = np.concatenate([videos[8], videos[8][:, :, :40]], axis=2)[:, :100]  # 100 x 152: not square
+    inputs = zoo.video_inputs(processor, ["What moves?"], [video])
+    adapter = adapter_for(model, processor)
+    layouts = adapter.video_layouts(dict(inputs))
+    (grid,) = adapter.video_grids(dict(inputs), layouts)[0]
+    frames, rows, cols, cell, frame_size, extra = _expected_grid(family, model, inputs)
+    assert (grid.frames, grid.rows, grid.cols, grid.frame_size) == (frames, rows, cols, frame_size)
+    assert grid.cell == pytest.approx((cell, cell)) and grid.box(1, 2) == pytest.approx((2 * cell, cell, 3 * cell, 2 * cell))
+    assert grid.tokens == len(layouts[0]) and torch.equal(grid.positions, layouts[0].positions)
+    assert len(grid.others) == extra and not set(grid.others.tolist()) & set(grid.positions.tolist())
+
+    tmap = build_token_map(model, processor, video, "What moves?", FrameFusionConfig(cost=0.3), inputs=inputs)
+    assert tmap.video_tokens == grid.tokens == len(tmap.fates)  # token_fates covers every token
+    assert tmap.grid.images.shape == (frames, *frame_size, 3)
+    assert sum(tmap.counts().values()) == grid.tokens and tmap.kept_tokens == tmap.tokens_per_layer[-1]
+    png = Image.open(write_png(tmap, tmp_path / "map.png"))
+    assert np.asarray(png.convert("L")).std() > 20  # not blank
+    assert Image.open(write_gif(tmap, tmp_path / "map.gif")).n_frames == frames
+    page = render_html(tmap)
+    assert len(re.findall(r"<i data-fate=", page)) == grid.tokens
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision", "video_llava", "internvl"])
+def test_two_videos_in_one_prompt_get_two_grids(family, videos):
+    from framefusion.adapters import adapter_for
+
+    model, processor = zoo.build(family, num_layers=1)
+    content = [{"type": "video", "video": videos[8]}, {"type": "video", "video": np.ascontiguousarray(videos[8][:, ::-1])}]
+    inputs = processor.apply_chat_template(
+        [[{"role": "user", "content": [*content, {"type": "text", "text": "Same?"}]}]],
+        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+    )  # fmt: skip
+    adapter = adapter_for(model, processor)
+    layouts = adapter.video_layouts(dict(inputs))
+    grids = adapter.video_grids(dict(inputs), layouts)[0]
+    assert len(grids) == 2 and grids[0].positions.max() < grids[1].positions.min()
+    assert torch.equal(torch.cat([g.positions for g in grids]), layouts[0].positions)
+    with pytest.raises(ValueError, match="one video at a time"):
+        frame_grid(model, inputs, videos[8], processor)
+
+
+def test_visualize_command_draws_a_non_qwen_family(tmp_path, capsys):
+    import json
+
+    rc = main(["visualize", "--model", "tiny:video_llava", "--out", str(tmp_path), "--frames", "8", "--no-answers",
+               "--json"])  # fmt: skip
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["files"]) == ["gif", "html", "png"]
+    assert sum(out["counts"][k] for k in ("kept", "merged", "pruned")) == 8 * 16  # 8 frames of 4 x 4 tokens (each CLS stays)
+    assert np.asarray(Image.open(tmp_path / "token_map.png").convert("L")).std() > 20
 
 
 def _toy_map(frames=3, rows=2, cols=3):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Adapter, VideoLayout
+from .base import Adapter, VideoGrid, VideoLayout
 from .glm4v import Glm4vAdapter
 from .internvl import InternVLAdapter
 from .llava_video import LlavaNextVideoAdapter, LlavaOnevisionAdapter, VideoLlavaAdapter
@@ -12,7 +12,7 @@ from .qwen2_vl import Qwen2VLAdapter
 from .qwen3_vl import Qwen3VLAdapter
 from .smolvlm import SmolVLMAdapter
 
-__all__ = ["ADAPTERS", "Adapter", "UnsupportedModelError", "VideoLayout", "adapter_for", "supported_models"]
+__all__ = ["ADAPTERS", "Adapter", "UnsupportedModelError", "VideoGrid", "VideoLayout", "adapter_for", "supported_models"]
 
 ADAPTERS: list[type[Adapter]] = [
     Qwen2VLAdapter,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Adapter", "InstanceAttribute", "VideoLayout"]
+__all__ = ["Adapter", "InstanceAttribute", "VideoGrid", "VideoLayout"]
 
 
 @dataclass
@@ -48,6 +48,42 @@ class VideoLayout:
     def select(self, rows: torch.Tensor) -> "VideoLayout":
         """The layout of the tokens ``rows`` (a bool mask or indices) only."""
         return VideoLayout(self.positions[rows], self.frame[rows], self.patch[rows])
+
+
+@dataclass
+class VideoGrid:
+    """How the tokens of one video tile its frames (for pictures; the engine never reads it).
+
+    frames: model frames (a Qwen temporal patch of ``temporal_patch`` input frames is one)
+    rows, cols: tokens per frame, ordered row by row
+    frame_size: (height, width) in pixels of a frame as the processor made it
+    cell: (height, width) in pixels of the box one token covers: token (r, c) covers
+        ``y in [r * cell[0], (r + 1) * cell[0])`` and ``x in [c * cell[1], (c + 1) * cell[1])``; the boxes
+        may leave a margin at the right and bottom (LLaVA-OneVision's 27 patches of 14 px in 384 px)
+    positions: (frames * rows * cols,) sequence positions of the grid tokens, frame by frame, then row
+        by row; all of them are in the sample's :class:`VideoLayout`
+    others: sequence positions of this video's placeholder tokens that are no grid cell (LLaVA-OneVision's
+        newline after the video, Video-LLaVA's CLS token before each frame): they stay, as text does
+    temporal_patch: input frames per model frame
+    """
+
+    frames: int
+    rows: int
+    cols: int
+    frame_size: tuple[int, int]
+    cell: tuple[float, float]
+    positions: torch.Tensor
+    others: torch.Tensor
+    temporal_patch: int = 1
+
+    @property
+    def tokens(self) -> int:
+        return self.frames * self.rows * self.cols
+
+    def box(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """Pixel box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of token (row, col) in a processed frame."""
+        h, w = self.cell
+        return col * w, row * h, (col + 1) * w, (row + 1) * h
 
 
 def special_token_id(tokenizer: Any, name: str, token: str) -> int | None:
@@ -122,6 +158,18 @@ class Adapter(ABC):
     def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
         """One layout per sample from the input module's kwargs; None if the inputs carry no ids."""
 
+    def video_grids(self, inputs: dict[str, Any], layouts: list[VideoLayout]) -> list[list[VideoGrid]] | None:
+        """How each video's tokens tile its frames: per sample (row of ``layouts``, as
+        :meth:`video_layouts` returned them for ``inputs``), one :class:`VideoGrid` per video in
+        sequence order. None (the default) when this family's frames are not patch grids; a
+        ``ValueError`` when the inputs do not carry what the geometry needs. Only pictures use it."""
+        return None
+
+    @classmethod
+    def draws_grids(cls) -> bool:
+        """Whether this family implements :meth:`video_grids` (its frames are patch grids)."""
+        return cls.video_grids is not Adapter.video_grids
+
     def attention_probe(
         self, layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -157,6 +205,50 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
     return x * cos + _rotate_half(x) * sin
+
+
+def split_videos(layout: VideoLayout, video_of_key: Any) -> list[tuple[int, torch.Tensor]]:
+    """``(video, token indices)`` of each video in ``layout``, in sequence order; ``video_of_key`` maps
+    the (n,) patch keys to the (n,) video index each key encodes (each adapter keys videos its own way)."""
+    videos = video_of_key(layout.patch)  # (n,) video index of each token
+    order = []
+    for video in videos.tolist():
+        if not order or order[-1] != video:
+            order.append(video)
+    return [(video, (videos == video).nonzero(as_tuple=True)[0]) for video in order]
+
+
+def grid_positions(layout: VideoLayout, tokens: torch.Tensor, within: torch.Tensor, per_frame: int) -> torch.Tensor:
+    """(frames * per_frame,) positions of a video's tokens ordered frame, then cell; ``tokens`` index the
+    video's tokens in ``layout`` and ``within`` is each one's cell index in its frame. Raises when the
+    video is not whole frames of ``per_frame`` cells."""
+    frame = layout.frame[tokens]
+    frames = int(frame.max()) + 1
+    if tokens.numel() != frames * per_frame or bool((within >= per_frame).any()):
+        raise ValueError(f"a video of {tokens.numel()} tokens is not {frames} frames of {per_frame} grid cells")
+    slot = frame * per_frame + within  # (n,) place in frame-major, row-major order
+    positions = torch.full((frames * per_frame,), -1, dtype=torch.long, device=tokens.device)
+    positions[slot] = layout.positions[tokens]
+    if bool((positions < 0).any()):
+        raise ValueError("two tokens of a video claim the same frame and grid cell")
+    return positions
+
+
+def tile_grids(
+    layouts: list[VideoLayout], rows: int, cols: int, frame_size: tuple[int, int], cell: tuple[float, float]
+) -> list[list[VideoGrid]]:
+    """Per sample, one :class:`VideoGrid` per video for families whose frames are one tile each of
+    ``rows x cols`` tokens keyed ``cell + video * rows * cols`` (InternVL, SmolVLM); no non-grid tokens."""
+    per_tile = rows * cols
+    per_sample = []
+    for layout in layouts:
+        videos = []
+        for _, tokens in split_videos(layout, lambda key: key // per_tile):
+            positions = grid_positions(layout, tokens, layout.patch[tokens] % per_tile, per_tile)
+            frames = positions.numel() // per_tile
+            videos.append(VideoGrid(frames, rows, cols, frame_size, cell, positions, positions[:0], 1))
+        per_sample.append(videos)
+    return per_sample
 
 
 class InstanceAttribute:

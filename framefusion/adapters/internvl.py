@@ -16,6 +16,10 @@ images stay text; the patch key of a frame token is its index within the tile.
 
 The LLM is Qwen2 (InternVL3) or Qwen3 (InternVL3.5) with 1-D RoPE: the default probe and decode
 positions apply.
+
+Geometry (pictures): a frame is one tile of ``vision_config.image_size`` pixels (the processor resizes
+it); the pixel shuffle (``downsample_ratio`` 0.5) folds each 2 x 2 block of ``patch_size`` patches into
+one token, row-major, so a token covers ``patch_size / downsample_ratio`` (28) pixels a side.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoLayout, special_token_id
+from .base import Adapter, VideoGrid, VideoLayout, special_token_id, tile_grids
 
 __all__ = ["InternVLAdapter"]
 
@@ -94,3 +98,20 @@ class InternVLAdapter(Adapter):
                 prev_end = end
             layouts.append(VideoLayout.from_parts(positions, frames, patches, device))
         return layouts
+
+    def video_grids(self, inputs: dict[str, Any], layouts: list[VideoLayout]) -> list[list[VideoGrid]]:
+        config = self._base().config
+        per_tile = int(config.image_seq_length)
+        height, width = _pair(config.vision_config.image_size)
+        patch_h, patch_w = _pair(config.vision_config.patch_size)
+        ratio = float(config.downsample_ratio)
+        rows, cols = round(height / patch_h * ratio), round(width / patch_w * ratio)  # after the pixel shuffle
+        if rows * cols != per_tile:
+            raise ValueError(f"{self.family}: a tile of {rows}x{cols} tokens is not image_seq_length={per_tile}")
+        cell = (patch_h / ratio, patch_w / ratio)  # pixels a side of one token's box
+        return tile_grids(layouts, rows, cols, (height, width), cell)
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    """(height, width) from a size given as one int or a pair."""
+    return (int(value), int(value)) if isinstance(value, (int, float)) else (int(value[0]), int(value[1]))

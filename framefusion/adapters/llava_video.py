@@ -17,6 +17,12 @@ the frames per video (all videos of a batch share it: the models take one stacke
 ``(videos, frames, 3, H, W)`` tensor); ``generate`` encodes the videos before the first forward and
 passes ``pixel_values_videos=None``, so :meth:`install` records the shape from ``get_video_features``.
 The language models (Qwen2, Llama) use 1-D RoPE: the default decode positions and attention probe fit.
+
+Geometry (pictures): a processed frame is ``image_size`` pixels square (resized, or, for NeXT-Video and
+Video-LLaVA, resized and centre-cropped); the vision tower's ``g x g`` patches of ``patch_size`` pixels
+cover its top-left ``g * patch_size`` pixels, and a pooled token covers ``g * patch_size / side`` of
+them a side (``side`` tokens a side: 28 px for OneVision's 27 -> 14 in 384 px, 28 px for NeXT-Video's
+stride 2, 14 px for Video-LLaVA). The newline and CLS tokens are the video's non-grid tokens.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, InstanceAttribute, VideoLayout
+from .base import Adapter, InstanceAttribute, VideoGrid, VideoLayout, grid_positions, split_videos
 
 __all__ = ["LlavaNextVideoAdapter", "LlavaOnevisionAdapter", "VideoLlavaAdapter"]
 
@@ -65,6 +71,37 @@ class _LlavaVideoAdapter(Adapter):
 
         base.get_video_features = get_video_features
         return [InstanceAttribute(base, "get_video_features")]
+
+    def tokens_per_side(self) -> int:
+        """Rows (= columns) of a frame's token grid."""
+        return math.isqrt(self.patches_per_frame())
+
+    def video_grids(self, inputs: dict[str, Any], layouts: list[VideoLayout]) -> list[list[VideoGrid]]:
+        vision = self._base().config.vision_config
+        size, side = int(vision.image_size), self.tokens_per_side()
+        cell = self._grid() * int(vision.patch_size) / side  # pixels a side of one token's box
+        is_video = inputs["input_ids"] == self._base().config.video_token_id  # (b, L)
+        per_sample = []
+        for b, layout in enumerate(layouts):
+            videos = []
+            for _, tokens in split_videos(layout, lambda key: key >> 24):  # keys: cell + video << 24
+                within = layout.patch[tokens] & ((1 << 24) - 1)  # (n,) cell index in the frame, row-major
+                positions = grid_positions(layout, tokens, within, side * side)
+                videos.append(
+                    VideoGrid(int(layout.frame[tokens].max()) + 1, side, side, (size, size), (cell, cell),
+                              positions, self._non_grid(is_video[b], positions), 1)
+                )  # fmt: skip
+            per_sample.append(videos)
+        return per_sample
+
+    def _non_grid(self, is_video: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Positions of the video's placeholders that are no cell: CLS before each frame, the newline after
+        the video. ``is_video`` (L,) marks the row's placeholders; ``positions`` are the video's cells."""
+        first = int(positions.min()) - self.frame_prefix
+        last = int(positions.max()) + self.video_suffix
+        span = torch.arange(first, last + 1, device=positions.device)
+        span = span[is_video[first : last + 1]]
+        return span[~torch.isin(span, positions)]
 
     def _frames_per_video(self, inputs: dict[str, Any], total: int) -> int | None:
         """Frames of each video: from the pixels of a plain forward, else from the recorded shape if it

@@ -5,6 +5,10 @@ Layout (transformers 5): each video is ``<|vision_start|>`` + a contiguous block
 patches and ``m`` the spatial merge size. Tokens are ordered temporal patch (2 frames), row,
 column, so the frame of token ``j`` in its block is ``j // (h/m * w/m)`` and its patch is the rest.
 Videos appear in ``video_grid_thw`` in sequence order, sample after sample.
+
+Geometry (pictures): the processor resizes each frame to ``(h * p, w * p)`` pixels (``p`` the patch
+size) and a token merges ``m x m`` patches, so token (row, col) of a frame covers the ``p*m`` pixel
+square at (row, col); a frame is a temporal patch of ``temporal_patch_size`` (2) input frames.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, InstanceAttribute, VideoLayout
+from .base import Adapter, InstanceAttribute, VideoGrid, VideoLayout, grid_positions, split_videos
 
 __all__ = ["Qwen2VLAdapter"]
 
@@ -94,3 +98,25 @@ class Qwen2VLAdapter(Adapter):
                 layouts.append(VideoLayout.empty(device))
         return layouts
 
+    def video_grids(self, inputs: dict[str, Any], layouts: list[VideoLayout]) -> list[list[VideoGrid]]:
+        grids = inputs.get("video_grid_thw")
+        if grids is None:
+            raise ValueError(f"{self.family}: the inputs carry no video_grid_thw, which the frame geometry needs")
+        vision = self._base().config.vision_config
+        patch, merge = int(vision.patch_size), int(vision.spatial_merge_size)
+        temporal = int(getattr(vision, "temporal_patch_size", 1) or 1)
+        thw = [tuple(int(v) for v in g) for g in grids.tolist()]  # per video: (t, h, w) in patches
+        per_sample = []
+        for layout in layouts:
+            videos = []
+            for video, tokens in split_videos(layout, lambda key: key >> 24):  # keys: cell + video << 24
+                t, h, w = thw[video]
+                rows, cols = h // merge, w // merge
+                within = layout.patch[tokens] & ((1 << 24) - 1)  # (n,) cell index in the frame, row-major
+                positions = grid_positions(layout, tokens, within, rows * cols)
+                videos.append(
+                    VideoGrid(t, rows, cols, (h * patch, w * patch), (patch * merge, patch * merge),
+                              positions, positions[:0], temporal)
+                )  # fmt: skip
+            per_sample.append(videos)
+        return per_sample

@@ -23,6 +23,11 @@ processor's tokenizer (``framefusion.apply(model, config, processor=processor)``
 
 Timestamps, separators and images stay text; the patch key of a frame token is its index in the tile.
 The LLM is Llama (SmolLM2) with 1-D RoPE: the default probe and decode positions apply.
+
+Geometry (pictures): a frame is one tile of ``vision_config.image_size`` pixels square (the processor
+resizes the longest edge to it and pads the rest); the pixel shuffle folds each ``scale_factor`` x
+``scale_factor`` block of patches into one token, row-major, so a token covers ``patch_size *
+scale_factor`` pixels a side.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoLayout, special_token_id
+from .base import Adapter, VideoGrid, VideoLayout, special_token_id, tile_grids
 
 __all__ = ["SmolVLMAdapter"]
 
@@ -113,3 +118,13 @@ class SmolVLMAdapter(Adapter):
                 prev_end = end
             layouts.append(VideoLayout.from_parts(positions, frames, patches, device))
         return layouts
+
+    def video_grids(self, inputs: dict[str, Any], layouts: list[VideoLayout]) -> list[list[VideoGrid]]:
+        base = self._base()
+        per_frame = int(base.image_seq_len)
+        vision = base.config.vision_config
+        size, cell = int(vision.image_size), int(vision.patch_size) * int(base.config.scale_factor)
+        side = size // cell  # tokens a side after the pixel shuffle
+        if side * side != per_frame:
+            raise ValueError(f"{self.family}: a frame of {side}x{side} tokens is not image_seq_len={per_frame}")
+        return tile_grids(layouts, side, side, (size, size), (cell, cell))

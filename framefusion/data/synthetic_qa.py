@@ -42,7 +42,7 @@ from transformers import (
     Qwen2VLProcessor,
 )
 
-from ..tiny_models.qwen2_vl import _WORDS, MAX_PIXELS, build_tiny_model, build_tiny_processor, build_tiny_tokenizer
+from ..tiny_models.qwen2_vl import MAX_PIXELS, WORDS, build_tiny_model, build_tiny_processor, build_tiny_tokenizer
 
 __all__ = [
     "ANSWERS",
@@ -112,7 +112,7 @@ def build_qa_tokenizer() -> Qwen2Tokenizer:
     """The tiny byte-level BPE tokenizer plus merges for the QA words (every answer is one token)."""
     # answer words first, longest first, so that no other merge outranks a step of their chains
     answers = sorted({a for group in ANSWERS.values() for a in group}, key=lambda w: (-len(w), w))
-    tokenizer = build_tiny_tokenizer(dict.fromkeys(_WORDS + _EXTRA_WORDS), unspaced_first=answers)
+    tokenizer = build_tiny_tokenizer(dict.fromkeys(WORDS + _EXTRA_WORDS), unspaced_first=answers)
     for word in answers:
         if len(tokenizer(word)["input_ids"]) != 1:
             raise RuntimeError(f"answer word {word!r} is not a single token")

@@ -124,21 +124,12 @@ def token_ids(processor: Any = None) -> dict[str, int]:
     return ids
 
 
-def build_model(
-    num_layers: int = 4,
-    seed: int = 0,
-    attn_implementation: str = "sdpa",
-    dtype: torch.dtype = torch.float32,
-    variant: str = "glm4v",
-    hidden_size: int = 64,
-    num_heads: int = 2,
-    num_kv_heads: int = 1,
-    processor: Any = None,
-) -> Glm4vForConditionalGeneration | Glm4vMoeForConditionalGeneration:
-    """A seeded random tiny GLM-4.1V / GLM-4.5V / GLM-4.6V (see ``VARIANTS``) in eval mode."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown GLM-4V variant {variant!r}; expected one of {VARIANTS}")
-    ids = token_ids(processor)
+def _text_config(
+    ids: dict[str, int], variant: str, num_layers: int, hidden_size: int, num_heads: int, num_kv_heads: int
+) -> dict[str, Any]:
+    """The language model's config: partial rotary over half the head dim (as in the checkpoints), M-RoPE
+    (t, h, w) in ratio 8:12:12; GLM-4.5V's (``glm4v_moe``) with 4 routed experts and a shared one, its
+    first layer dense."""
     head_dim = hidden_size // num_heads
     # partial rotary (half the head dim, as in the checkpoints); M-RoPE (t, h, w) in ratio 8:12:12
     rotary_half = head_dim // 4
@@ -170,6 +161,25 @@ def build_model(
             n_group=1,
             topk_group=1,
         )
+    return text_config
+
+
+def build_model(
+    num_layers: int = 4,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    variant: str = "glm4v",
+    hidden_size: int = 64,
+    num_heads: int = 2,
+    num_kv_heads: int = 1,
+    processor: Any = None,
+) -> Glm4vForConditionalGeneration | Glm4vMoeForConditionalGeneration:
+    """A seeded random tiny GLM-4.1V / GLM-4.5V / GLM-4.6V (see ``VARIANTS``) in eval mode."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown GLM-4V variant {variant!r}; expected one of {VARIANTS}")
+    ids = token_ids(processor)
+    text_config = _text_config(ids, variant, num_layers, hidden_size, num_heads, num_kv_heads)
     vision_config = dict(
         depth=1,
         hidden_size=32,

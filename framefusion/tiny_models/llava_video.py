@@ -193,6 +193,72 @@ def build_tiny_llava_video_processor(
     )
 
 
+def _text_config(
+    tokenizer: Any, num_layers: int, hidden_size: int, num_heads: int, num_kv_heads: int, intermediate_size: int
+) -> dict[str, Any]:
+    """Keyword arguments of the language model's config (Qwen2 or Llama), its special ids from ``tokenizer``."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _family_config(
+    family: str, text: dict[str, Any], frame_size: int, tokenizer: Any, pinpoints: Any
+) -> tuple[Any, type]:
+    """``(config, model class)`` of ``family``: a 2-layer vision tower (SigLIP for OneVision, CLIP
+    otherwise) on ``frame_size`` px frames of ``PATCH_SIZE`` px patches, and the family's own text model;
+    ``pinpoints`` are the image processor's tiling resolutions (None without a processor)."""
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=frame_size,
+        patch_size=PATCH_SIZE,
+    )
+    grid = frame_size // PATCH_SIZE  # patches a side
+    image_id, video_id = tokenizer.convert_tokens_to_ids("<image>"), tokenizer.convert_tokens_to_ids("<video>")
+    ids = dict(image_token_id=image_id, video_token_id=video_id, tie_word_embeddings=False)
+    if family == "llava_onevision":
+        config = LlavaOnevisionConfig(
+            text_config=Qwen2Config(**text, rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}),
+            vision_config=SiglipVisionConfig(**vision, vision_use_head=False),
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+            image_grid_pinpoints=pinpoints,
+            **ids,
+        )
+        return config, LlavaOnevisionForConditionalGeneration
+    if family == "llava_next_video":
+        config = LlavaNextVideoConfig(
+            text_config=LlamaConfig(**text),
+            vision_config=CLIPVisionConfig(**vision),
+            image_grid_pinpoints=pinpoints,
+            image_seq_length=grid * grid,
+            video_seq_length=(grid // 2) ** 2 * NUM_FRAMES,  # pooled 2 x 2 per frame
+            **ids,
+        )
+        return config, LlavaNextVideoForConditionalGeneration
+    config = VideoLlavaConfig(
+        text_config=LlamaConfig(**text),
+        vision_config=CLIPVisionConfig(**vision),
+        image_seq_length=grid * grid,
+        video_seq_length=(grid * grid + 1) * NUM_FRAMES,  # every frame's patches and its CLS token
+        **ids,
+    )
+    return config, VideoLlavaForConditionalGeneration
+
+
 def build_tiny_llava_video_model(
     family: str = "llava_onevision",
     num_layers: int = 4,
@@ -213,59 +279,9 @@ def build_tiny_llava_video_model(
     _check_family(family)
     frame_size = frame_size or FRAME_SIZES[family]
     tokenizer = (processor or build_tiny_llava_video_processor(family)).tokenizer
-    image_id, video_id = tokenizer.convert_tokens_to_ids("<image>"), tokenizer.convert_tokens_to_ids("<video>")
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=frame_size,
-        patch_size=PATCH_SIZE,
-    )
-    grid = frame_size // PATCH_SIZE
-    ids = dict(image_token_id=image_id, video_token_id=video_id, tie_word_embeddings=False)
-    if family == "llava_onevision":
-        config = LlavaOnevisionConfig(
-            text_config=Qwen2Config(**text, rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}),
-            vision_config=SiglipVisionConfig(**vision, vision_use_head=False),
-            vision_feature_select_strategy="full",
-            vision_feature_layer=-1,
-            image_grid_pinpoints=processor.image_processor.image_grid_pinpoints if processor else None,
-            **ids,
-        )
-        model_cls = LlavaOnevisionForConditionalGeneration
-    elif family == "llava_next_video":
-        config = LlavaNextVideoConfig(
-            text_config=LlamaConfig(**text),
-            vision_config=CLIPVisionConfig(**vision),
-            image_grid_pinpoints=processor.image_processor.image_grid_pinpoints if processor else None,
-            image_seq_length=grid * grid,
-            video_seq_length=(grid // 2) ** 2 * NUM_FRAMES,
-            **ids,
-        )
-        model_cls = LlavaNextVideoForConditionalGeneration
-    else:
-        config = VideoLlavaConfig(
-            text_config=LlamaConfig(**text),
-            vision_config=CLIPVisionConfig(**vision),
-            image_seq_length=grid * grid,
-            video_seq_length=(grid * grid + 1) * NUM_FRAMES,
-            **ids,
-        )
-        model_cls = VideoLlavaForConditionalGeneration
+    text = _text_config(tokenizer, num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size)
+    pinpoints = getattr(processor.image_processor, "image_grid_pinpoints", None) if processor else None  # image tiling
+    config, model_cls = _family_config(family, text, frame_size, tokenizer, pinpoints)
     eos = [tokenizer.eos_token_id] + ([tokenizer.pad_token_id] if family == "llava_onevision" else [])
     return seeded_model(
         model_cls,

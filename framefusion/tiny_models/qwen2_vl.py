@@ -34,6 +34,7 @@ __all__ = [
     "FAMILIES",
     "SPECIAL_TOKENS",
     "TINY_CHAT_TEMPLATE",
+    "WORDS",
     "build_tiny",
     "build_tiny_model",
     "build_tiny_processor",
@@ -62,7 +63,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 )
 
 # Words whose byte-level spellings (with and without a leading space) become BPE merges.
-_WORDS: tuple[str, ...] = (
+WORDS: tuple[str, ...] = (
     "the", "a", "an", "and", "of", "in", "is", "it", "to", "on", "this", "that", "what", "video",
     "image", "frame", "describe", "happening", "moves", "object", "red", "green", "blue", "circle",
     "square", "left", "right", "up", "down", "you", "are", "assistant", "user", "system", "helpful",
@@ -125,7 +126,7 @@ def byte_level_vocab(
     return vocab, merges
 
 
-def build_tiny_tokenizer(words: Iterable[str] = _WORDS, unspaced_first: Iterable[str] = ()) -> Qwen2Tokenizer:
+def build_tiny_tokenizer(words: Iterable[str] = WORDS, unspaced_first: Iterable[str] = ()) -> Qwen2Tokenizer:
     """A byte-level BPE ``Qwen2Tokenizer`` (by default 499 tokens, last 7 special) with a Qwen chat
     template, in memory; ``words`` and ``unspaced_first`` as in :func:`byte_level_vocab`."""
     vocab, merges = byte_level_vocab(words, SPECIAL_TOKENS, unspaced_first)
@@ -181,6 +182,56 @@ def tiny_token_ids(processor: Any = None) -> dict[str, int]:
     return ids
 
 
+def _text_config(
+    ids: dict[str, int],
+    num_layers: int,
+    hidden_size: int,
+    num_heads: int,
+    num_kv_heads: int,
+    intermediate_size: int,
+    rope_theta: float,
+) -> dict[str, Any]:
+    """The language model's config: its token ids from the tiny tokenizer (``ids``), M-RoPE sections
+    splitting the rotary half of each head dim into (temporal, height, width)."""
+    head_dim = hidden_size // num_heads
+    if head_dim % 2 or hidden_size % num_heads:
+        raise ValueError(f"hidden_size={hidden_size} / num_heads={num_heads} must give an even head_dim")
+    half = head_dim // 2  # M-RoPE splits the rotary half-dim into (temporal, height, width)
+    mrope_section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    return dict(
+        vocab_size=ids["vocab_size"],
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope_section},
+        bos_token_id=ids["endoftext"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
+    )
+
+
+def _vision_config(family: str, depth: int, hidden_size: int, embed_dim: int, heads: int) -> dict[str, Any]:
+    """The vision tower's config: 14 px patches, temporal patches of 2 frames, 2 x 2 merging; Qwen2-VL's
+    sized by ``embed_dim`` / ``heads``, Qwen2.5-VL's (windowed attention, last block full) fixed small."""
+    vision_config: dict[str, Any] = dict(depth=depth, patch_size=14, temporal_patch_size=2, spatial_merge_size=2)
+    if family == "qwen2_vl":
+        vision_config.update(embed_dim=embed_dim, num_heads=heads, hidden_size=hidden_size, mlp_ratio=2)
+    else:
+        vision_config.update(
+            num_heads=2,
+            hidden_size=32,
+            intermediate_size=64,
+            out_hidden_size=hidden_size,
+            window_size=112,
+            fullatt_block_indexes=[depth - 1],
+            tokens_per_second=2,
+        )
+    return vision_config
+
+
 def build_tiny_model(
     family: str = "qwen2_vl",
     num_layers: int = 4,
@@ -203,37 +254,8 @@ def build_tiny_model(
     _check_family(family)
     _, model_cls, config_cls = FAMILIES[family]
     ids = tiny_token_ids(processor)
-    head_dim = hidden_size // num_heads
-    if head_dim % 2 or hidden_size % num_heads:
-        raise ValueError(f"hidden_size={hidden_size} / num_heads={num_heads} must give an even head_dim")
-    half = head_dim // 2  # M-RoPE splits the rotary half-dim into (temporal, height, width)
-    mrope_section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
-    text_config = dict(
-        vocab_size=ids["vocab_size"],
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope_section},
-        bos_token_id=ids["endoftext"],
-        eos_token_id=ids["eos"],
-        pad_token_id=ids["pad"],
-    )
-    vision_config: dict[str, Any] = dict(depth=vision_depth, patch_size=14, temporal_patch_size=2, spatial_merge_size=2)
-    if family == "qwen2_vl":
-        vision_config.update(embed_dim=vision_embed_dim, num_heads=vision_heads, hidden_size=hidden_size, mlp_ratio=2)
-    else:
-        vision_config.update(
-            num_heads=2,
-            hidden_size=32,
-            intermediate_size=64,
-            out_hidden_size=hidden_size,
-            window_size=112,
-            fullatt_block_indexes=[vision_depth - 1],
-            tokens_per_second=2,
-        )
+    text_config = _text_config(ids, num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size, rope_theta)
+    vision_config = _vision_config(family, vision_depth, hidden_size, vision_embed_dim, vision_heads)
     config = config_cls(
         text_config=text_config,
         vision_config=vision_config,

@@ -62,21 +62,11 @@ def build_processor(max_pixels: int = VIDEO_MAX_PIXELS) -> Qwen3VLProcessor:
     )
 
 
-def build_model(
-    num_layers: int = 4,
-    seed: int = 0,
-    attn_implementation: str = "sdpa",
-    dtype: torch.dtype = torch.float32,
-    deepstack_layers: int = 1,
-    moe: bool = False,
-    hidden_size: int = 64,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    processor: Any = None,
-) -> Qwen3VLForConditionalGeneration | Qwen3VLMoeForConditionalGeneration:
-    """A seeded random tiny Qwen3-VL in eval mode. ``deepstack_layers`` vision blocks feed the first
-    as many decoder layers (the real models use 3)."""
-    ids = tiny_token_ids(processor)
+def _text_config(
+    ids: dict[str, int], num_layers: int, hidden_size: int, num_heads: int, num_kv_heads: int, moe: bool
+) -> dict[str, Any]:
+    """The language model's config (dense, or 4 experts with 2 per token when ``moe``): interleaved
+    M-RoPE whose (t, h, w) shares of the rotary half-dim follow the real [24, 20, 20] of 64."""
     head_dim = hidden_size // num_heads
     half = head_dim // 2  # interleaved M-RoPE: (t, h, w) shares of the rotary half-dim, as [24, 20, 20] of 64
     mrope_section = [half - 2 * (half * 5 // 16), half * 5 // 16, half * 5 // 16]
@@ -101,9 +91,14 @@ def build_model(
     )
     if moe:
         text_config.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
-    depth = max(1, deepstack_layers)
-    vision_config = dict(
-        depth=depth,
+    return text_config
+
+
+def _vision_config(deepstack_layers: int, hidden_size: int) -> dict[str, Any]:
+    """The vision tower's config: one block per deepstack layer (at least one), each feeding its output
+    to the decoder layer of the same index; 16 px patches merged 2 x 2."""
+    return dict(
+        depth=max(1, deepstack_layers),
         hidden_size=32,
         intermediate_size=64,
         num_heads=2,
@@ -114,6 +109,25 @@ def build_model(
         num_position_embeddings=64,  # an 8x8 learned grid, interpolated to each frame
         deepstack_visual_indexes=list(range(deepstack_layers)),
     )
+
+
+def build_model(
+    num_layers: int = 4,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    deepstack_layers: int = 1,
+    moe: bool = False,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    processor: Any = None,
+) -> Qwen3VLForConditionalGeneration | Qwen3VLMoeForConditionalGeneration:
+    """A seeded random tiny Qwen3-VL in eval mode. ``deepstack_layers`` vision blocks feed the first
+    as many decoder layers (the real models use 3)."""
+    ids = tiny_token_ids(processor)
+    text_config = _text_config(ids, num_layers, hidden_size, num_heads, num_kv_heads, moe)
+    vision_config = _vision_config(deepstack_layers, hidden_size)
     config_cls, model_cls = (
         (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration)
         if moe

@@ -337,6 +337,192 @@ def _input_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+@dataclass
+class _VideoTokens:
+    """The video tokens of the one sample analysed (padding left out), in sequence order.
+
+    positions: (n,) sequence positions; frame: (n,) model frame of each; patch: (n,) the adapter's
+    same-place key (equal keys = the same patch position of the same video)."""
+
+    positions: torch.Tensor
+    frame: torch.Tensor
+    patch: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        return int(self.positions.numel())
+
+    @property
+    def frames(self) -> int:
+        return int(self.frame.max()) + 1
+
+
+def _video_tokens(adapter, inputs: dict[str, Any]) -> _VideoTokens:
+    """The sample's video tokens from the adapter's layout; a ValueError for a batch, a prompt without
+    video, or a video of one model frame (nothing adjacent to compare)."""
+    input_ids = inputs.get("input_ids")
+    if input_ids is None or input_ids.ndim != 2:
+        raise ValueError("the inputs carry no input_ids of shape (batch, length)")
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"analyze takes one sample, got a batch of {input_ids.shape[0]}")
+    layouts = adapter.video_layouts(inputs)
+    layout = layouts[0] if layouts else None
+    if layout is None or len(layout) == 0:
+        raise ValueError(
+            f"no video in the prompt: {adapter.family} found no video tokens in the inputs "
+            "(an image or text-only prompt cannot be analysed)"
+        )
+    mask = inputs.get("attention_mask")
+    tokens = _VideoTokens(layout.positions.cpu(), layout.frame.cpu(), layout.patch.cpu())
+    if isinstance(mask, torch.Tensor) and mask.ndim == 2:  # (1, L): drop padded slots
+        ok = mask[0].bool().cpu()[tokens.positions]
+        tokens = _VideoTokens(tokens.positions[ok], tokens.frame[ok], tokens.patch[ok])
+    if tokens.frames < 2:
+        raise ValueError(
+            "the video has 1 frame in the model's input (a Qwen temporal patch of 2 frames counts as one): "
+            "adjacent-frame similarity needs at least 2"
+        )
+    return tokens
+
+
+class _LayerProbe:
+    """Forward pre-hooks that reduce each decoder layer's input hidden states at once to statistics:
+    per distance ``d`` the similarities of each video token with the same patch ``d`` frames earlier
+    (kept whole, as a vector, only for ``d = 1``), and of ``random_pairs`` seeded pairs of distinct
+    video tokens. Nothing N x N and no hidden states are kept."""
+
+    def __init__(self, tokens: _VideoTokens, distances: list[int], random_pairs: int, seed: int, bins: int, levels):
+        self.tokens, self.distances, self.levels = tokens, distances, levels
+        self.prev = {d: _same_patch_earlier(tokens.frame, tokens.patch, d) for d in distances}  # (n,) index or -1
+        n = tokens.count
+        gen = torch.Generator().manual_seed(seed)
+        self.rand_a = torch.randint(0, n, (random_pairs,), generator=gen)
+        self.rand_b = (self.rand_a + 1 + torch.randint(0, max(n - 1, 1), (random_pairs,), generator=gen)) % n  # distinct
+        self.edges = np.linspace(-1.0, 1.0, bins + 1)
+        self.names = [f"d={d}" for d in distances] + ["random"]
+        self.stats: dict[str, list[SimilarityStats | None]] = {}
+        self.adjacent: list[np.ndarray | None] = []  # per layer: (n_adjacent,) float64 similarities for d = 1
+        self.done = False
+
+    def missing_distances(self) -> list[int]:
+        return [d for d in self.distances if not bool((self.prev[d] >= 0).any())]
+
+    def measure(self, model, layers: list, inputs: dict[str, Any], progress: bool) -> None:
+        """One forward of ``model`` on ``inputs`` with a hook on every layer of ``layers``."""
+        from tqdm.auto import tqdm
+
+        self.stats = {name: [None] * len(layers) for name in self.names}
+        self.adjacent = [None] * len(layers)
+        bar = tqdm(total=len(layers), desc="analyze: layers", disable=not progress)
+        hooks = [
+            layer.register_forward_pre_hook(self._hook(i, bar), with_kwargs=True) for i, layer in enumerate(layers)
+        ]
+        try:
+            _forward_once(model, inputs)
+            self.done = True
+        finally:
+            for h in hooks:
+                h.remove()
+            bar.close()
+        missing = [i for i, a in enumerate(self.adjacent) if a is None]
+        if missing:
+            raise RuntimeError(f"decoder layers {missing} were not run by the forward")
+
+    def _hook(self, i: int, bar):
+        def hook(module, args, kwargs):
+            if self.done or self.adjacent[i] is not None:
+                return None
+            hidden = args[0] if args else kwargs["hidden_states"]  # (1, L, hidden)
+            self._reduce(i, hidden[0, self.tokens.positions.to(hidden.device)])
+            bar.update(1)
+            return None
+
+        return hook
+
+    def _reduce(self, i: int, x: torch.Tensor) -> None:
+        """Statistics of layer ``i`` from ``x`` (n, hidden), the video tokens' hidden states there."""
+        for d, name in zip(self.distances, self.names):
+            p = self.prev[d].to(x.device)
+            sim = adjacent_similarity(x, p)[p >= 0].cpu().numpy()
+            self.stats[name][i] = SimilarityStats.of(sim, self.edges, self.levels)
+            if d == 1:
+                self.adjacent[i] = sim.astype(np.float64)
+        pairs = len(self.rand_a)
+        pair = torch.cat([x[self.rand_a.to(x.device)], x[self.rand_b.to(x.device)]])  # (2 * pairs, hidden)
+        link = torch.cat([torch.full((pairs,), -1), torch.arange(pairs)]).to(x.device)  # row pairs + k -> row k
+        sim = adjacent_similarity(pair, link)[pairs:].cpu().numpy()
+        self.stats["random"][i] = SimilarityStats.of(sim, self.edges, self.levels)
+
+
+def _forward_once(model, inputs: dict[str, Any]) -> None:
+    """The untouched model's forward on ``inputs``: no cache, and only the last position's logits when
+    the model can skip the rest (the hooks read the layers' inputs, not the logits)."""
+    import inspect
+
+    device = _input_device(model)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    kwargs: dict[str, Any] = {"use_cache": False}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = 1
+    with torch.inference_mode():
+        model(**batch, **kwargs)
+
+
+def _rank_correlations(adjacent: list[np.ndarray], progress: bool) -> tuple[list[list], list[list]]:
+    """(Spearman, Kendall tau-b) L x L matrices of the per-token adjacent similarities between layers;
+    the diagonal is 1, or NaN for a layer whose similarities are all equal (no ranking)."""
+    from tqdm.auto import tqdm
+
+    L = len(adjacent)
+    rho = [[1.0 if i == j else None for j in range(L)] for i in range(L)]
+    tau = [[1.0 if i == j else None for j in range(L)] for i in range(L)]
+    pairs = [(i, j) for i in range(L) for j in range(i + 1, L)]
+    for i, j in tqdm(pairs, desc="analyze: rank correlation", disable=not progress or not pairs):
+        rho[i][j] = rho[j][i] = spearman(adjacent[i], adjacent[j])
+        tau[i][j] = tau[j][i] = kendall_tau_b(adjacent[i], adjacent[j])
+    for i in range(L):  # a constant vector has no ranking
+        if np.ptp(adjacent[i]) == 0:
+            rho[i][i] = tau[i][i] = float("nan")
+    return rho, tau
+
+
+def _result(
+    model, adapter, inputs, probe: _LayerProbe, first_layer: int, thresholds, target_share, seed, notes, progress
+) -> AnalysisResult:
+    """The measured statistics with the rank correlations and the suggested threshold at the first
+    layer FrameFusion merges at (a note when the target share cannot be reached)."""
+    adjacent, n, L = probe.adjacent, probe.tokens.count, len(probe.adjacent)
+    rho, tau = _rank_correlations(adjacent, progress)
+    base = adjacent[min(first_layer, L - 1)]  # (n_adjacent,) similarities at the first merging layer
+    threshold, share, note = suggest_threshold(base, n, target_share)
+    return AnalysisResult(
+        model=type(model).__name__,
+        family=adapter.family,
+        num_layers=L,
+        video_tokens=n,
+        frames=probe.tokens.frames,
+        prompt_tokens=int(inputs["input_ids"].shape[1]),
+        first_layer=first_layer,
+        distances=probe.distances,
+        quantile_levels=probe.levels,
+        bin_edges=[float(e) for e in probe.edges],
+        thresholds=thresholds,
+        random_pairs=len(probe.rand_a),
+        seed=seed,
+        stats=probe.stats,  # type: ignore[arg-type]
+        share_above=[[float((a >= t).sum()) / n for t in thresholds] for a in adjacent],
+        spearman=rho,
+        kendall=tau,
+        target_share=float(target_share),
+        suggested_threshold=threshold,
+        suggested_share=share,
+        paper_threshold_share=float((base >= PAPER_THRESHOLD).sum()) / n,
+        notes=notes + ([note] if note else []),
+        adjacent_similarity=adjacent,  # type: ignore[arg-type]
+        adjacent_positions=probe.tokens.positions[probe.prev[1] >= 0].numpy(),
+    )
+
+
 def analyze(
     model,
     processor,
@@ -362,140 +548,20 @@ def analyze(
     suggested threshold should mark at the first merging layer (see the module docstring).
     With ``out_dir`` writes ``analysis.json`` and, when matplotlib is installed, three PNG plots.
     """
-    from tqdm.auto import tqdm
-
     distances, thresholds, random_pairs, bins, levels = check_settings(
         distances, thresholds, target_share, random_pairs, bins, quantiles
     )
-
     adapter = adapter_for(model, processor)
     inputs = _prepare_inputs(processor, video, question, num_frames)
-    input_ids = inputs.get("input_ids")
-    if input_ids is None or input_ids.ndim != 2:
-        raise ValueError("the inputs carry no input_ids of shape (batch, length)")
-    if input_ids.shape[0] != 1:
-        raise ValueError(f"analyze takes one sample, got a batch of {input_ids.shape[0]}")
-    layouts = adapter.video_layouts(inputs)
-    layout = layouts[0] if layouts else None
-    if layout is None or len(layout) == 0:
-        raise ValueError(
-            f"no video in the prompt: {adapter.family} found no video tokens in the inputs "
-            "(an image or text-only prompt cannot be analysed)"
-        )
-    mask = inputs.get("attention_mask")
-    positions, frame, patch = layout.positions.cpu(), layout.frame.cpu(), layout.patch.cpu()
-    if isinstance(mask, torch.Tensor) and mask.ndim == 2:
-        ok = mask[0].bool().cpu()[positions]
-        positions, frame, patch = positions[ok], frame[ok], patch[ok]
-    n = int(positions.numel())
-    num_video_frames = int(frame.max()) + 1
-    if num_video_frames < 2:
-        raise ValueError(
-            "the video has 1 frame in the model's input (a Qwen temporal patch of 2 frames counts as one): "
-            "adjacent-frame similarity needs at least 2"
-        )
+    tokens = _video_tokens(adapter, inputs)
     first_layer = int(adapter.first_reducible_layer(inputs))
-    prev = {d: _same_patch_earlier(frame, patch, d) for d in distances}
+    probe = _LayerProbe(tokens, distances, random_pairs, seed, bins, levels)
     notes = [
-        f"no token pairs {d} frames apart: the video has {num_video_frames} frames in the model's input"
-        for d in distances
-        if not bool((prev[d] >= 0).any())
+        f"no token pairs {d} frames apart: the video has {tokens.frames} frames in the model's input"
+        for d in probe.missing_distances()
     ]
-    gen = torch.Generator().manual_seed(seed)
-    rand_a = torch.randint(0, n, (random_pairs,), generator=gen)
-    rand_b = (rand_a + 1 + torch.randint(0, max(n - 1, 1), (random_pairs,), generator=gen)) % n  # distinct
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-
-    layers = list(adapter.decoder_layers())
-    names = [f"d={d}" for d in distances] + ["random"]
-    stats: dict[str, list[SimilarityStats | None]] = {name: [None] * len(layers) for name in names}
-    adjacent: list[np.ndarray | None] = [None] * len(layers)
-    bar = tqdm(total=len(layers), desc="analyze: layers", disable=not progress)
-    state = {"done": False}
-
-    def hook_for(i: int):
-        def hook(module, args, kwargs):
-            if state["done"] or adjacent[i] is not None:
-                return None
-            hidden = args[0] if args else kwargs["hidden_states"]
-            x = hidden[0, positions.to(hidden.device)]
-            for d, name in zip(distances, names):
-                p = prev[d].to(x.device)
-                sim = adjacent_similarity(x, p)[p >= 0].cpu().numpy()
-                stats[name][i] = SimilarityStats.of(sim, edges, levels)
-                if d == 1:
-                    adjacent[i] = sim.astype(np.float64)
-            pair = torch.cat([x[rand_a.to(x.device)], x[rand_b.to(x.device)]])
-            link = torch.cat([torch.full((random_pairs,), -1), torch.arange(random_pairs)]).to(x.device)
-            sim = adjacent_similarity(pair, link)[random_pairs:].cpu().numpy()
-            stats["random"][i] = SimilarityStats.of(sim, edges, levels)
-            bar.update(1)
-            return None
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        device = _input_device(model)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        kwargs: dict[str, Any] = {"use_cache": False}
-        import inspect
-
-        if "logits_to_keep" in inspect.signature(model.forward).parameters:
-            kwargs["logits_to_keep"] = 1
-        with torch.inference_mode():
-            model(**batch, **kwargs)
-        state["done"] = True
-    finally:
-        for h in handles:
-            h.remove()
-        bar.close()
-    missing = [i for i, a in enumerate(adjacent) if a is None]
-    if missing:
-        raise RuntimeError(f"decoder layers {missing} were not run by the forward")
-
-    share_above = [[float((a >= t).sum()) / n for t in thresholds] for a in adjacent]
-    L = len(layers)
-    rho = [[1.0 if i == j else None for j in range(L)] for i in range(L)]
-    tau = [[1.0 if i == j else None for j in range(L)] for i in range(L)]
-    pairs = [(i, j) for i in range(L) for j in range(i + 1, L)]
-    for i, j in tqdm(pairs, desc="analyze: rank correlation", disable=not progress or not pairs):
-        rho[i][j] = rho[j][i] = spearman(adjacent[i], adjacent[j])
-        tau[i][j] = tau[j][i] = kendall_tau_b(adjacent[i], adjacent[j])
-    for i in range(L):  # a constant vector has no ranking
-        if np.ptp(adjacent[i]) == 0:
-            rho[i][i] = tau[i][i] = float("nan")
-
-    base = adjacent[min(first_layer, L - 1)]
-    threshold, share, note = suggest_threshold(base, n, target_share)
-    if note:
-        notes.append(note)
-    result = AnalysisResult(
-        model=type(model).__name__,
-        family=adapter.family,
-        num_layers=L,
-        video_tokens=n,
-        frames=num_video_frames,
-        prompt_tokens=int(input_ids.shape[1]),
-        first_layer=first_layer,
-        distances=distances,
-        quantile_levels=levels,
-        bin_edges=[float(e) for e in edges],
-        thresholds=thresholds,
-        random_pairs=random_pairs,
-        seed=seed,
-        stats=stats,  # type: ignore[arg-type]
-        share_above=share_above,
-        spearman=rho,
-        kendall=tau,
-        target_share=float(target_share),
-        suggested_threshold=threshold,
-        suggested_share=share,
-        paper_threshold_share=float((base >= PAPER_THRESHOLD).sum()) / n,
-        notes=notes,
-        adjacent_similarity=adjacent,  # type: ignore[arg-type]
-        adjacent_positions=positions[prev[1] >= 0].numpy(),
-    )
+    probe.measure(model, list(adapter.decoder_layers()), inputs, progress)
+    result = _result(model, adapter, inputs, probe, first_layer, thresholds, target_share, seed, notes, progress)
     if out_dir is not None:
         write_outputs(result, out_dir)
     return result
@@ -552,11 +618,30 @@ def plot_result(result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
     except ImportError:
         warnings.warn("matplotlib is not installed (pip install framefusion[plots]); no plots written", stacklevel=2)
         return {}
     out = Path(out_dir)
+    plots = {
+        "adjacent_similarity": _plot_similarity_by_distance,
+        "layer_distribution": _plot_layer_distribution,
+        "ranking_consistency": _plot_rank_consistency,
+    }
+    paths = {}
+    for name, draw in plots.items():
+        fig = draw(result, plt)
+        fig.tight_layout()
+        paths[name] = out / f"{name}.png"
+        fig.savefig(paths[name], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def _plot_similarity_by_distance(result: AnalysisResult, plt):
+    """1. adjacent vs farther vs random: the median (25-75% band) per layer, and histograms at up to
+    four layers (the first, the first merging one, the middle and the last)."""
+    from matplotlib.ticker import MaxNLocator
+
     L = result.num_layers
     layers = np.arange(L)
     q = result.quantile_levels
@@ -565,20 +650,18 @@ def plot_result(result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
     near = [n for n in names if n != "random"]
     colors = {n: plt.cm.viridis(k / max(len(near) - 1, 1)) for k, n in enumerate(near)}
     colors["random"] = "tab:red"
-    paths = {}
-
-    # 1. adjacent vs farther vs random: median (IQR band) per layer, histograms at three layers
     shown = sorted({0, result.first_layer, L // 2, L - 1} & set(range(L)))[:4]
     fig, axes = plt.subplots(1, 1 + len(shown), figsize=(4.2 * (1 + len(shown)), 3.6))
     ax = axes[0]
+
+    def per_layer(stats, index):  # (L,) the quantile ``index`` of each layer, NaN where nothing was compared
+        return np.array([np.nan if x.count == 0 else x.quantiles[index] for x in stats], dtype=float)
+
     for name in names:
         s = result.stats[name]
-        med = np.array([np.nan if x.count == 0 else x.quantiles[i50] for x in s], dtype=float)
-        ax.plot(layers, med, marker=".", color=colors[name], label=name)
+        ax.plot(layers, per_layer(s, i50), marker=".", color=colors[name], label=name)
         if i25 is not None and i75 is not None:
-            lo = np.array([np.nan if x.count == 0 else x.quantiles[i25] for x in s], dtype=float)
-            hi = np.array([np.nan if x.count == 0 else x.quantiles[i75] for x in s], dtype=float)
-            ax.fill_between(layers, lo, hi, color=colors[name], alpha=0.15)
+            ax.fill_between(layers, per_layer(s, i25), per_layer(s, i75), color=colors[name], alpha=0.15)
     ax.set(xlabel="layer", ylabel="cosine similarity", title="median (25-75% band)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
@@ -591,19 +674,15 @@ def plot_result(result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
                 ax.step(centers, np.array(s.histogram) / s.count, where="mid", color=colors[name], label=name)
         ax.set(xlabel="cosine similarity", ylabel="share of pairs", title=f"layer {layer}", xlim=(-1, 1))
     fig.suptitle(f"{result.model}: same patch, d frames apart vs random video tokens")
-    fig.tight_layout()
-    paths["adjacent_similarity"] = out / "adjacent_similarity.png"
-    fig.savefig(paths["adjacent_similarity"], dpi=110)
-    plt.close(fig)
+    return fig
 
-    # 2. the adjacent-similarity distribution per layer, and the share above each threshold
-    left_w, right_w = max(4.5, 0.3 * L + 2), max(4.5, 0.6 * len(result.thresholds) + 1.5)
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(left_w + right_w, 4.2), gridspec_kw={"width_ratios": [left_w, right_w]}
-    )
-    adj = result.stats["d=1"]
+
+def _adjacent_boxes(result: AnalysisResult) -> list[dict[str, Any]]:
+    """One matplotlib ``bxp`` box per layer from the adjacent similarity's quantiles: whiskers at 5/95%,
+    box at 25/75%, the median and the mean (a missing level falls back to the median)."""
+    q = result.quantile_levels
     boxes = []
-    for layer, s in enumerate(adj):
+    for layer, s in enumerate(result.stats["d=1"]):
         qs = dict(zip(q, s.quantiles))
         boxes.append(
             {
@@ -617,14 +696,27 @@ def plot_result(result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
                 "fliers": [],
             }
         )
-    left.bxp(boxes, showmeans=True, showfliers=False)
+    return boxes
+
+
+def _plot_layer_distribution(result: AnalysisResult, plt):
+    """2. the adjacent-similarity distribution per layer (boxes, with the suggested threshold), and the
+    share of video tokens at or above each candidate threshold per layer (a layers x thresholds map)."""
+    from matplotlib.ticker import MaxNLocator
+
+    L = result.num_layers
+    left_w, right_w = max(4.5, 0.3 * L + 2), max(4.5, 0.6 * len(result.thresholds) + 1.5)
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(left_w + right_w, 4.2), gridspec_kw={"width_ratios": [left_w, right_w]}
+    )
+    left.bxp(_adjacent_boxes(result), showmeans=True, showfliers=False)
     left.axhline(result.suggested_threshold, color="tab:orange", ls="--", lw=1, label="suggested threshold")
     left.set(xlabel="layer", ylabel="adjacent-frame cosine", title="adjacent similarity per layer (5/25/50/75/95%)")
     if L > 24:
         for k, label in enumerate(left.get_xticklabels()):
             label.set_visible(k % max(L // 12, 1) == 0)
     left.legend(fontsize=8)
-    share = np.array(result.share_above)
+    share = np.array(result.share_above)  # (L, thresholds)
     im = right.imshow(share, aspect="auto", cmap="magma", vmin=0, vmax=1, origin="upper")
     right.set_xticks(range(len(result.thresholds)), [format(t, "g") for t in result.thresholds])
     right.set(xlabel="threshold", ylabel="layer", title="share of video tokens >= threshold")
@@ -633,27 +725,24 @@ def plot_result(result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
         for (r, c), v in np.ndenumerate(share):
             right.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
     fig.colorbar(im, ax=right)
-    fig.tight_layout()
-    paths["layer_distribution"] = out / "layer_distribution.png"
-    fig.savefig(paths["layer_distribution"], dpi=110)
-    plt.close(fig)
+    return fig
 
-    # 3. rank consistency between layers
+
+def _plot_rank_consistency(result: AnalysisResult, plt):
+    """3. Spearman and Kendall tau-b between every pair of layers (values written when L <= 12)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     for ax, (title, mat) in zip(axes, (("Spearman", result.spearman), ("Kendall tau-b", result.kendall))):
-        m = np.array([[np.nan if v is None else v for v in row] for row in mat], dtype=float)
+        m = np.array([[np.nan if v is None else v for v in row] for row in mat], dtype=float)  # (L, L)
         im = ax.imshow(m, cmap="coolwarm", vmin=-1, vmax=1)
         ax.set(xlabel="layer", ylabel="layer", title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        if L <= 12:
+        if result.num_layers <= 12:
             for (r, c), v in np.ndenumerate(m):
                 if np.isfinite(v):
                     ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7)
         fig.colorbar(im, ax=ax)
     fig.suptitle("rank correlation of the per-token adjacent-frame similarity between layers")
-    fig.tight_layout()
-    paths["ranking_consistency"] = out / "ranking_consistency.png"
-    fig.savefig(paths["ranking_consistency"], dpi=110)
-    plt.close(fig)
-    return paths
+    return fig

@@ -3,10 +3,12 @@
 Every picture starts from one prefill's :class:`~framefusion.report.ReductionReport`. Its decisions
 are replayed over the original video tokens (:func:`token_fates`): each video token was either
 **kept** to the last layer, **merged** into a token of an earlier frame (all members of a merge
-group share a colour), or **pruned** (greyed). Where a token sits in the frame is family-specific
-(:func:`frame_grid`); the Qwen2-VL / Qwen2.5-VL family is supported: its video tokens come in
-``t`` temporal patches (2 frames each) of ``h/2 x w/2`` merged patches, each covering a 28x28 pixel
-block of the frame as the processor resized it.
+group share a colour), or **pruned** (greyed). Where a token sits in the frame is family-specific:
+the family's adapter says it (``Adapter.video_grids``: model frames, rows x cols tokens, the pixel box
+of each token in the processed frame), and :func:`frame_grid` pairs it with pictures of the frames as
+the model got them (read back from the processor's pixels, or the input frames resized like the
+processor does for Qwen's flattened patches). Every family whose frames are patch grids is drawn
+(:data:`SUPPORTED_FAMILIES`); any other raises :class:`UnsupportedFamilyError` naming it.
 
 The HTML page needs no network to open (inline CSS/JS, images as ``data:`` URIs); its pieces
 (:func:`page_css`, :func:`page_js`, :func:`html_fragment`) are reused by the web demo.
@@ -46,10 +48,16 @@ __all__ = [
     "write_png",
 ]
 
-#: model_type -> family name of the families whose token geometry is known here
-SUPPORTED_FAMILIES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL"}
-#: families framefusion reduces but cannot draw yet
-NOT_YET_DRAWN = "Qwen3-VL, GLM-4.1V/4.5V, InternVL, LLaVA-OneVision, LLaVA-NeXT-Video, Video-LLaVA"
+
+
+def _drawn_families() -> dict[str, tuple[str, ...]]:
+    from ..adapters import ADAPTERS
+
+    return {cls.family: cls.model_classes for cls in ADAPTERS if cls.draws_grids()}
+
+
+#: family name -> model classes, of the families whose adapters give their frames' token grids
+SUPPORTED_FAMILIES = _drawn_families()
 
 KEPT, MERGED, PRUNED = "kept", "merged", "pruned"
 
@@ -125,8 +133,11 @@ def token_fates(report: Any, sample: int = 0) -> list[TokenFate]:
 class FrameGrid:
     """Where each video token sits: one picture per token frame, ``rows x cols`` tokens on each.
 
-    images: (t, rows*block, cols*block, 3) uint8, the frames as the model saw them (resized)
+    images: (t, H, W, 3) uint8, the frames as the model saw them (resized, cropped, padded)
     labels: one caption per picture (e.g. "frames 0-1" for a temporal patch of two frames)
+    block: pixels a side of a token's box (rounded, when ``cell`` is not whole pixels)
+    cell: (height, width) in pixels of a token's box, if not ``block`` square; token (r, c) covers
+        rows ``[r * cell[0], (r + 1) * cell[0])`` and columns ``[c * cell[1], (c + 1) * cell[1])``
     Tokens are ordered frame, row, column.
     """
 
@@ -135,6 +146,7 @@ class FrameGrid:
     rows: int
     cols: int
     block: int
+    cell: tuple[float, float] | None = None
 
     @property
     def frames(self) -> int:
@@ -144,6 +156,17 @@ class FrameGrid:
     def tokens(self) -> int:
         return self.frames * self.rows * self.cols
 
+    @property
+    def cell_size(self) -> tuple[float, float]:
+        """(height, width) in pixels of one token's box."""
+        return self.cell if self.cell is not None else (float(self.block), float(self.block))
+
+    def box(self, row: int, col: int, scale: int = 1) -> tuple[int, int, int, int]:
+        """Pixel box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of token (row, col) in a picture ``scale`` times
+        the frame's size."""
+        h, w = self.cell_size
+        return (round(col * w * scale), round(row * h * scale), round((col + 1) * w * scale), round((row + 1) * h * scale))
+
 
 def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
@@ -151,6 +174,27 @@ def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     if frame.shape[0] == height and frame.shape[1] == width:
         return np.ascontiguousarray(frame)
     return np.asarray(Image.fromarray(frame).resize((width, height), Image.BICUBIC))
+
+
+def _check_frames(video: np.ndarray) -> np.ndarray:
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or len(video) == 0:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got shape {video.shape}")
+    return video
+
+
+def _input_spans(frames: int, model_frames: int, temporal_patch: int) -> list[tuple[int, int]]:
+    """(first, last) input frame of each model frame: ``temporal_patch`` input frames each when the
+    counts fit, else (the processor sampled frames itself) one input frame each, spread evenly."""
+    t = model_frames
+    if (t - 1) * temporal_patch < frames <= t * temporal_patch:
+        return [(k * temporal_patch, min((k + 1) * temporal_patch, frames) - 1) for k in range(t)]
+    idx = np.linspace(0, frames - 1, t).round().astype(int)
+    return [(int(i), int(i)) for i in idx]
+
+
+def _span_labels(spans: list[tuple[int, int]]) -> list[str]:
+    return [f"frame {a}" if a == b else f"frames {a}-{b}" for a, b in spans]
 
 
 def qwen_frame_grid(
@@ -166,57 +210,103 @@ def qwen_frame_grid(
     holds ``(h/merge) x (w/merge)`` tokens, each covering a ``patch*merge`` pixel square of the frame
     resized to ``(h*patch, w*patch)``. The picture of a token frame is its first input frame.
     """
-    video = np.asarray(video)
-    if video.ndim != 4 or video.shape[-1] != 3 or len(video) == 0:
-        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got shape {video.shape}")
+    video = _check_frames(video)
     t, h, w = (int(v) for v in grid_thw)
     if min(t, h, w) < 1 or h % merge_size or w % merge_size:
         raise ValueError(f"video_grid_thw {tuple(grid_thw)} is not a grid of {merge_size}x{merge_size} merged patches")
-    frames = len(video)
-    if (t - 1) * temporal_patch_size < frames <= t * temporal_patch_size:
-        spans = [(k * temporal_patch_size, min((k + 1) * temporal_patch_size, frames) - 1) for k in range(t)]
-    else:  # the processor sampled frames itself: spread the pictures over the input
-        idx = np.linspace(0, frames - 1, t).round().astype(int)
-        spans = [(int(i), int(i)) for i in idx]
+    spans = _input_spans(len(video), t, temporal_patch_size)
     images = np.stack([_resize(video[a].astype(np.uint8), w * patch_size, h * patch_size) for a, _ in spans])
-    labels = [f"frame {a}" if a == b else f"frames {a}-{b}" for a, b in spans]
-    return FrameGrid(images, labels, h // merge_size, w // merge_size, patch_size * merge_size)
+    return FrameGrid(images, _span_labels(spans), h // merge_size, w // merge_size, patch_size * merge_size)
 
 
-def _family(model: Any) -> str:
-    config = getattr(model, "config", model)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_FAMILIES:
-        name = type(model).__name__ if hasattr(model, "config") else str(model_type)
-        raise UnsupportedFamilyError(
-            f"token pictures support the {' / '.join(SUPPORTED_FAMILIES.values())} family "
-            f"(model_type {', '.join(SUPPORTED_FAMILIES)}); {name} (model_type {model_type!r}) is not supported yet, "
-            f"nor are {NOT_YET_DRAWN} (framefusion reduces them, but their patch geometry is not drawn yet)"
-        )
-    return model_type
+def _adapter_class(model: Any) -> type:
+    """The adapter class of ``model``'s family if it draws token grids; else :class:`UnsupportedFamilyError`."""
+    from ..adapters import ADAPTERS
+
+    config = getattr(model, "config", None)
+    name = f"{type(model).__name__} (model_type {getattr(config, 'model_type', None)!r})"
+    drawn = ", ".join(SUPPORTED_FAMILIES)
+    for cls in ADAPTERS:
+        if cls.matches(model):
+            if cls.draws_grids():
+                return cls
+            raise UnsupportedFamilyError(
+                f"token pictures are not supported yet for {cls.family} ({name}): its frames are not patch "
+                f"grids. framefusion reduces it; pictures are drawn for {drawn}"
+            )
+    raise UnsupportedFamilyError(
+        f"token pictures are not supported for {name}: it is no model family framefusion knows. "
+        f"Pictures are drawn for {drawn}"
+    )
 
 
 def check_supported(model: Any) -> str:
-    """The model_type of ``model`` if its tokens can be drawn; else :class:`UnsupportedFamilyError`."""
-    return _family(model)
+    """The model_type (else the family) of ``model`` if its tokens can be drawn; else
+    :class:`UnsupportedFamilyError` naming it."""
+    cls = _adapter_class(model)
+    return str(getattr(getattr(model, "config", None), "model_type", None) or cls.family)
 
 
-def frame_grid(model: Any, inputs: Any, video: np.ndarray) -> FrameGrid:
-    """The token geometry of the one video in ``inputs`` (the processor's output for ``video``)."""
-    _family(model)
-    grids = inputs.get("video_grid_thw") if hasattr(inputs, "get") else None
-    if grids is None or len(grids) == 0:
-        raise ValueError("the inputs carry no video (no video_grid_thw): nothing to draw")
-    if len(grids) != 1:
-        raise ValueError(f"token pictures are drawn for one video at a time; the inputs hold {len(grids)} videos")
-    vision = model.config.vision_config
-    return qwen_frame_grid(
-        video,
-        [int(v) for v in grids[0].tolist()],
-        patch_size=int(vision.patch_size),
-        merge_size=int(vision.spatial_merge_size),
-        temporal_patch_size=int(vision.temporal_patch_size),
-    )
+def _video_grid(model: Any, inputs: Any, processor: Any = None):
+    """The adapter's :class:`~framefusion.adapters.base.VideoGrid` of the one video of sample 0."""
+    from ..adapters import adapter_for
+
+    _adapter_class(model)
+    adapter = adapter_for(model, processor)
+    kwargs = dict(inputs) if hasattr(inputs, "keys") else {}
+    layouts = adapter.video_layouts(kwargs)
+    if not layouts or len(layouts[0]) == 0:
+        raise ValueError("the inputs carry no video (no video tokens in sample 0): nothing to draw")
+    videos = adapter.video_grids(kwargs, layouts)[0]
+    if len(videos) != 1:
+        raise ValueError(f"token pictures are drawn for one video at a time; the inputs hold {len(videos)} videos")
+    grid = videos[0]
+    if grid.tokens != len(layouts[0]) or not bool((grid.positions == layouts[0].positions).all()):
+        raise ValueError(
+            f"{adapter.family}: the frame grid ({grid.tokens} tokens) does not follow the video tokens of the "
+            f"layout ({len(layouts[0])}) in order"
+        )
+    return grid
+
+
+def _processed_pixels(inputs: Any, processor: Any, grid: Any) -> np.ndarray | None:
+    """(frames, H, W, 3) uint8: the frames exactly as the model got them (resized, cropped, padded), read
+    back from the processor's pixel tensor, shaped (..., frames, 3, H, W) and normalised, when it holds
+    just this video's frames; None otherwise (Qwen's flattened patches)."""
+    import torch
+
+    height, width = grid.frame_size
+    settings = getattr(processor, "video_processor", None)
+    for key in ("pixel_values_videos", "pixel_values"):
+        pixels = inputs.get(key) if hasattr(inputs, "get") else None
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim not in (4, 5) or settings is None:
+            continue
+        if tuple(pixels.shape[-3:]) != (3, height, width) or pixels[..., 0, 0, 0].numel() != grid.frames:
+            continue
+        x = pixels.detach().float().cpu().reshape(grid.frames, 3, height, width)
+        if getattr(settings, "do_normalize", False):  # undo (x - mean) / std per channel
+            mean = torch.tensor(settings.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+            std = torch.tensor(settings.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+            x = x * std + mean
+        if getattr(settings, "do_rescale", False):  # undo x * rescale_factor (1/255)
+            x = x / float(settings.rescale_factor)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return None
+
+
+def frame_grid(model: Any, inputs: Any, video: np.ndarray, processor: Any = None) -> FrameGrid:
+    """The token geometry of the one video in ``inputs`` (the processor's output for ``video``), as the
+    model family's adapter gives it (``Adapter.video_grids``). InternVL and SmolVLM need ``processor``
+    to tell their frames from images."""
+    grid = _video_grid(model, inputs, processor)
+    video = _check_frames(video)
+    spans = _input_spans(len(video), grid.frames, grid.temporal_patch)
+    images = _processed_pixels(inputs, processor, grid)
+    if images is None:  # the frame each model frame starts with, resized as the processor does
+        height, width = grid.frame_size
+        images = np.stack([_resize(video[a].astype(np.uint8), width, height) for a, _ in spans])
+    cell = (float(grid.cell[0]), float(grid.cell[1]))
+    return FrameGrid(images, _span_labels(spans), grid.rows, grid.cols, max(1, round(min(cell))), cell)
 
 
 # -------------------------------------------------------------------------------------------- map
@@ -331,7 +421,7 @@ def build_token_map(
 
     from ..engine import apply
 
-    _family(model)
+    _adapter_class(model)
     if inputs is None:
         from ..tiny_models import zoo
 
@@ -342,7 +432,7 @@ def build_token_map(
             model(**inputs.to(device))
             report = handle.last_report()
     return TokenMap(
-        grid=frame_grid(model, inputs, video),
+        grid=frame_grid(model, inputs, video, processor),
         fates=token_fates(report, 0),
         tokens_per_layer=list(report.vision_tokens_per_layer[0]),
         achieved_cost=float(report.achieved_cost[0]),
@@ -362,23 +452,30 @@ def _scale_for(grid: FrameGrid, target: int = 200) -> int:
 
 def _tile(tmap: TokenMap, k: int, scale: int, kept: bool):
     """Picture of token frame ``k``: the frame itself, or what the model keeps of it (PIL image)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     frame = Image.fromarray(tmap.grid.images[k])
     if scale > 1:
         frame = frame.resize((frame.width * scale, frame.height * scale), Image.BICUBIC)
     if not kept:
         return frame
-    rgb = np.asarray(frame).astype(np.float32)
+    shaded, outlines = _shade_cells(tmap, k, scale, np.asarray(frame).astype(np.float32))
+    img = Image.fromarray(shaded.clip(0, 255).astype(np.uint8))
+    _draw_cells(img, tmap.grid, scale, outlines)
+    return img
+
+
+def _shade_cells(tmap: TokenMap, k: int, scale: int, rgb: np.ndarray) -> tuple[np.ndarray, list]:
+    """``rgb`` (H, W, 3) float32, a frame ``scale`` times enlarged, with its pruned tokens greyed and its
+    merged ones tinted in their group's colour; and the outline of each merged token / group anchor
+    ``(x0, y0, x1, y1, colour, class)``, x1 and y1 inclusive."""
     out = rgb.copy()
-    b = tmap.grid.block * scale
     per_frame = tmap.grid.rows * tmap.grid.cols
     outlines = []
     for j in range(per_frame):
-        index = k * per_frame + j
-        cls, group, _ = tmap.cell(index)
-        r, c = divmod(j, tmap.grid.cols)
-        ys, xs = slice(r * b, (r + 1) * b), slice(c * b, (c + 1) * b)
+        cls, group, _ = tmap.cell(k * per_frame + j)
+        x0, y0, x1, y1 = tmap.grid.box(*divmod(j, tmap.grid.cols), scale)
+        ys, xs = slice(y0, y1), slice(x0, x1)
         if cls == PRUNED:
             luma = rgb[ys, xs] @ np.array([0.299, 0.587, 0.114], np.float32)
             out[ys, xs] = (GREY_LEVEL + 0.25 * (luma - 128))[..., None]
@@ -386,13 +483,24 @@ def _tile(tmap: TokenMap, k: int, scale: int, kept: bool):
             color = np.array(tmap.colors[group], np.float32)
             alpha = 0.72 if cls == MERGED else 0.3
             out[ys, xs] = (1 - alpha) * rgb[ys, xs] + alpha * color
-            outlines.append((c * b, r * b, (c + 1) * b - 1, (r + 1) * b - 1, tmap.colors[group], cls))
-    img = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+            outlines.append((x0, y0, x1 - 1, y1 - 1, tmap.colors[group], cls))
+    return out, outlines
+
+
+def _draw_cells(img, grid: FrameGrid, scale: int, outlines: list) -> None:
+    """The token grid (faint white lines between the boxes), then each outline; a group's anchor gets a
+    thicker, darker outline and a dot in its corner."""
+    from PIL import ImageDraw
+
     draw = ImageDraw.Draw(img)
-    for x in range(b, img.width, b):  # the token grid, faint
-        draw.line([(x, 0), (x, img.height)], fill=(255, 255, 255), width=1)
-    for y in range(b, img.height, b):
-        draw.line([(0, y), (img.width, y)], fill=(255, 255, 255), width=1)
+    right, bottom = grid.box(grid.rows - 1, grid.cols - 1, scale)[2:]
+    for c in range(1, grid.cols + (right < img.width)):
+        x = grid.box(0, c, scale)[0]
+        draw.line([(x, 0), (x, bottom - 1)], fill=(255, 255, 255), width=1)
+    for r in range(1, grid.rows + (bottom < img.height)):
+        y = grid.box(r, 0, scale)[1]
+        draw.line([(0, y), (right - 1, y)], fill=(255, 255, 255), width=1)
+    b = round(min(grid.cell_size) * scale)
     for x0, y0, x1, y1, color, cls in outlines:
         width = max(2, b // 12) if cls == "root" else 1
         dark = tuple(int(v * 0.55) for v in color)
@@ -400,7 +508,6 @@ def _tile(tmap: TokenMap, k: int, scale: int, kept: bool):
         if cls == "root":  # the group's anchor: a dot in the corner
             d = max(3, b // 7)
             draw.ellipse([x0 + width + 1, y0 + width + 1, x0 + width + 1 + d, y0 + width + 1 + d], fill=dark)
-    return img
 
 
 def _font(size: int):
@@ -665,8 +772,7 @@ def html_fragment(tmap: TokenMap) -> str:
             f'<img class="ff-kept" alt="{e(tmap.grid.labels[k])}, kept by the model" src="{_data_uri(kept)}" '
             f'width="{orig.width}" height="{orig.height}">'
             '<div class="ff-divider"></div>'
-            f'<div class="ff-cells" style="grid-template-columns:repeat({tmap.grid.cols},1fr);'
-            f'grid-template-rows:repeat({tmap.grid.rows},1fr)">{"".join(cells)}</div>'
+            f'<div class="ff-cells" style="{_cells_style(tmap.grid, scale)}">{"".join(cells)}</div>'
             "</div></figure>"
         )
     c = tmap.drawn_counts()
@@ -690,6 +796,16 @@ def html_fragment(tmap: TokenMap) -> str:
         "the model keeps. Hover a coloured token to see its whole merge group.</p>"
         f"{tokens_svg(tmap.tokens_per_layer, tmap.video_tokens)}"
         "</section>"
+    )
+
+
+def _cells_style(grid: FrameGrid, scale: int) -> str:
+    """CSS of the hover cells over a tile: one per token, covering the token's box (the boxes may leave
+    a margin at the right and bottom of the frame)."""
+    right, bottom = grid.box(grid.rows - 1, grid.cols - 1, scale)[2:]
+    return (
+        f"width:{right}px;height:{bottom}px;grid-template-columns:repeat({grid.cols},1fr);"
+        f"grid-template-rows:repeat({grid.rows},1fr)"
     )
 
 

@@ -303,3 +303,17 @@ def test_visualize_command_errors(tmp_path, capsys):
     assert main(["visualize", "--out", str(tmp_path), "--video", str(tmp_path / "none.mp4")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("framefusion: error:") and "none.mp4" in err
+
+
+def test_token_fates_of_a_fastvid_merge_with_dropped_tokens():
+    """FastVID merges tokens into anchors and drops (root -1) those whose segment has no anchor."""
+    import torch
+
+    from framefusion.report import Decision, ReductionReport
+    from framefusion.tools.visualize import MERGED, PRUNED, token_fates
+
+    keep = torch.tensor([True, False, False, True, False])
+    root = torch.tensor([0, 0, -1, 3, 3])
+    report = ReductionReport("fastvid", 2, 0.4, [5], [[2, 2]], [0.4], 0.0, [[0, 3]], [[Decision(0, "merge", keep, root, 0.6)]])
+    fates = token_fates(report)
+    assert [f.fate for f in fates][1:3] == [MERGED, PRUNED] and fates[1].root == 0 and fates[4].root == 3

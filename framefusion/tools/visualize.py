@@ -109,7 +109,9 @@ def token_fates(report: Any, sample: int = 0) -> list[TokenFate]:
                 raise ValueError(f"the merge decision at layer {d.layer} has no root index")
             root = [int(r) for r in d.root.tolist()]
             for i, orig in enumerate(present):
-                if not keep[i]:
+                if not keep[i] and root[i] < 0:  # dropped without joining a group (FastVID)
+                    fate[orig], layer[orig] = PRUNED, d.layer
+                elif not keep[i]:
                     fate[orig], layer[orig], parent[orig] = MERGED, d.layer, present[root[i]]
         elif d.kind == "prune":
             for i, orig in enumerate(present):

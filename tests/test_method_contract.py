@@ -89,7 +89,7 @@ def test_native_knobs_map_to_cost():
     for make in (lambda: VidCom2(cost=0.3, retention=0.3), lambda: FastVID(cost=0.3, retention=0.2)):
         with pytest.raises(ValueError, match="either cost or retention"):
             make()
-    with pytest.raises(ValueError, match=r"cost must be in \(0, 1\].*got 1.5"):
+    with pytest.raises(ValueError, match=r"retention must be in \(0, 1\] \(cost = retention.*got 1.5"):
         VidCom2(retention=1.5)
 
 

@@ -11,6 +11,7 @@ from .tokens import adjacent_similarity, merge_means, merge_roots, previous_same
 
 __all__ = [
     "changed_token_keep",
+    "check_video_tokens",
     "frame_runs",
     "merge_to_count",
     "random_keep",
@@ -81,6 +82,25 @@ def uniform_token_keep(n: int, k: int, device: torch.device | str = "cpu") -> to
         i = torch.arange(k, device=device)
         keep[((2 * i + 1) * n) // (2 * k)] = True
     return keep
+
+
+def check_video_tokens(hidden: torch.Tensor, frame: torch.Tensor, k) -> int:
+    """n, after checking that ``hidden`` (n, d) floating point, ``frame`` (n,) integer on the same
+    device and ``k`` (a Python int >= 0) describe one video's tokens; else a ValueError naming them."""
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2 or not hidden.is_floating_point():
+        shape = tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else type(hidden).__name__
+        raise ValueError(f"hidden must be a 2-D floating point tensor (n, d), got {shape}")
+    n = hidden.shape[0]
+    if not isinstance(frame, torch.Tensor) or frame.dim() != 1 or frame.numel() != n:
+        shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
+        raise ValueError(f"frame must be a 1-D tensor with one entry per token ({n}), got {shape}")
+    if frame.is_floating_point() or frame.is_complex() or frame.dtype == torch.bool:
+        raise ValueError(f"frame must hold integer frame indices, got dtype {frame.dtype}")
+    if frame.device != hidden.device:
+        raise ValueError(f"frame is on {frame.device} but hidden is on {hidden.device}; both must be on one device")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a Python int >= 0 (tokens to keep; k >= n keeps all), got {k!r}")
+    return n
 
 
 def frame_runs(frame: torch.Tensor) -> torch.Tensor:

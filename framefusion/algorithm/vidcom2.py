@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import torch
 
-from .selection import frame_runs
+from .selection import check_video_tokens, frame_runs
 from .tokens import _NORM_FLOOR, _power_of_two_scaled, top_k_indices
 
 __all__ = ["vidcom2_keep", "VIDCOM2_TAU", "VIDCOM2_EPS"]
@@ -102,19 +102,7 @@ def vidcom2_keep(
 
 
 def _check_inputs(hidden: torch.Tensor, frame: torch.Tensor, k, tau: float, eps: float) -> int:
-    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2 or not hidden.is_floating_point():
-        shape = tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else type(hidden).__name__
-        raise ValueError(f"hidden must be a 2-D floating point tensor (n, d), got {shape}")
-    n = hidden.shape[0]
-    if not isinstance(frame, torch.Tensor) or frame.dim() != 1 or frame.numel() != n:
-        shape = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
-        raise ValueError(f"frame must be a 1-D tensor with one entry per token ({n}), got {shape}")
-    if frame.is_floating_point() or frame.is_complex() or frame.dtype == torch.bool:
-        raise ValueError(f"frame must hold integer frame indices, got dtype {frame.dtype}")
-    if frame.device != hidden.device:
-        raise ValueError(f"frame is on {frame.device} but hidden is on {hidden.device}; both must be on one device")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be a Python int >= 0 (tokens to keep; k >= n keeps all), got {k!r}")
+    n = check_video_tokens(hidden, frame, k)
     if not (isinstance(tau, (int, float)) and tau > 0):
         raise ValueError(f"tau must be a number > 0, got {tau!r}")
     if not (isinstance(eps, (int, float)) and eps >= 0):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_cost", "check_flag", "check_integer", "check_number"]
+__all__ = ["check_cost", "check_flag", "check_integer", "check_number", "cost_or_knob"]
 
 
 def check_number(name: str, value: object) -> float:
@@ -40,3 +40,17 @@ def check_integer(name: str, value: object, minimum: int, what: str) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum} ({what}), got {value}")
     return int(value)
+
+
+def cost_or_knob(method: str, cost: object, knob: str, value: object, to_cost, allowed: str, meaning: str) -> float:
+    """The budget of a method that also takes its paper's own knob (EVS's rate, VidCom2's
+    retention): at most one of the two; the knob must lie in ``allowed`` (written as an interval),
+    i.e. ``to_cost(value)`` in (0, 1]; neither gives the default 0.3."""
+    if cost is not None and value is not None:
+        raise ValueError(f"give {method} either cost or {knob} ({meaning}), not both; got cost={cost!r}, {knob}={value!r}")
+    if value is None:
+        return 0.3 if cost is None else check_cost(cost)
+    as_cost = to_cost(check_number(knob, value))
+    if not 0.0 < as_cost <= 1.0:
+        raise ValueError(f"{knob} must be in {allowed} ({meaning}), got {value}")
+    return as_cost

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..algorithm import changed_token_keep
 from .base import LayerInput, Reduction, set_fields
-from .checks import check_cost, check_number
+from .checks import cost_or_knob
 from .oneshot import OneShotMethod, OneShotState
 
 __all__ = ["EVS"]
@@ -41,15 +41,8 @@ class EVS(OneShotMethod):
     name = "evs"
 
     def __post_init__(self) -> None:
-        if self.cost is not None and self.rate is not None:
-            raise ValueError(f"give EVS either cost or rate (= 1 - cost), not both; got cost={self.cost!r}, rate={self.rate!r}")
-        if self.rate is not None:
-            rate = check_number("rate", self.rate)
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"rate must be in [0, 1) (share of video tokens dropped), got {rate}")
-            set_fields(self, rate=None, cost=check_cost(1.0 - rate))
-        else:
-            set_fields(self, cost=0.3 if self.cost is None else check_cost(self.cost))
+        cost = cost_or_knob("EVS", self.cost, "rate", self.rate, lambda q: 1.0 - q, "[0, 1)", "cost = 1 - rate: the share of video tokens dropped")
+        set_fields(self, cost=cost, rate=None)
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         return Reduction("prune", changed_token_keep(x.hidden, x.patch, k), count=k)

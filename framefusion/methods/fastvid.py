@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..algorithm import FASTVID_DEFAULTS, fastvid_reduce, frame_runs
 from .base import LayerInput, Reduction, set_fields
-from .checks import check_cost
+from .checks import cost_or_knob
 from .oneshot import OneShotMethod, OneShotState
 
 __all__ = ["FastVID"]
@@ -42,10 +42,8 @@ class FastVID(OneShotMethod):
     name = "fastvid"
 
     def __post_init__(self) -> None:
-        if self.cost is not None and self.retention is not None:
-            raise ValueError(f"give FastVID either cost or retention (= cost), not both; got cost={self.cost!r}, retention={self.retention!r}")
-        cost = self.retention if self.retention is not None else self.cost
-        set_fields(self, retention=None, cost=0.3 if cost is None else check_cost(cost))
+        cost = cost_or_knob("FastVID", self.cost, "retention", self.retention, lambda r: r, "(0, 1]", "cost = retention: the share of video tokens kept")
+        set_fields(self, cost=cost, retention=None)
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         keep, merged, root = fastvid_reduce(x.hidden, frame_runs(x.frame), k, **FASTVID_DEFAULTS)

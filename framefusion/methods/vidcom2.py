@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..algorithm import frame_runs, vidcom2_keep
 from .base import LayerInput, Reduction, set_fields
-from .checks import check_cost
+from .checks import cost_or_knob
 from .oneshot import OneShotMethod, OneShotState
 
 __all__ = ["VidCom2"]
@@ -38,10 +38,8 @@ class VidCom2(OneShotMethod):
     name = "vidcom2"
 
     def __post_init__(self) -> None:
-        if self.cost is not None and self.retention is not None:
-            raise ValueError(f"give VidCom2 either cost or retention (= cost), not both; got cost={self.cost!r}, retention={self.retention!r}")
-        cost = self.retention if self.retention is not None else self.cost
-        set_fields(self, retention=None, cost=0.3 if cost is None else check_cost(cost))
+        cost = cost_or_knob("VidCom2", self.cost, "retention", self.retention, lambda r: r, "(0, 1]", "cost = retention: the share of video tokens kept")
+        set_fields(self, cost=cost, retention=None)
 
     def select(self, state: OneShotState, x: LayerInput, k: int) -> Reduction:
         return Reduction("prune", vidcom2_keep(x.hidden, frame_runs(x.frame), k), count=k)

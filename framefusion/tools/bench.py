@@ -30,6 +30,7 @@ import torch
 
 from ..engine import apply
 from ..flops import flop_ratio
+from .compare import pyplot
 
 __all__ = [
     "BenchRow",
@@ -531,7 +532,7 @@ def write_outputs(rows: Sequence[BenchRow], out_dir: str | Path, meta: dict | No
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
     paths["json"].write_text(json.dumps(bench_payload(rows, meta), indent=2))
     paths["markdown"].write_text(format_markdown(rows, meta))
-    plt = _pyplot()
+    plt = pyplot(warn=False)
     if plt is None or not rows:
         return paths
     for key, figure, name in (
@@ -542,17 +543,6 @@ def write_outputs(rows: Sequence[BenchRow], out_dir: str | Path, meta: dict | No
         figure.savefig(paths[key], dpi=120)
         plt.close(figure)
     return paths
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def method_lines(rows: Sequence[BenchRow]) -> dict[tuple[int, str], list[BenchRow]]:
@@ -569,7 +559,7 @@ def method_lines(rows: Sequence[BenchRow]) -> dict[tuple[int, str], list[BenchRo
 def speedup_figure(rows: Sequence[BenchRow]):
     """Measured prefill speed-up against achieved cost, one solid line per method (and frame
     count), with that method's FLOP bound dashed in the same colour."""
-    plt = _pyplot()
+    plt = pyplot(warn=False)
     fig, ax = plt.subplots(figsize=(6, 4))
     several_frames = len({r.frames for r in rows}) > 1
     for (frames, method), sub in method_lines(rows).items():
@@ -588,7 +578,7 @@ def speedup_figure(rows: Sequence[BenchRow]):
 
 def tokens_figure(rows: Sequence[BenchRow]):
     """Video tokens entering each decoder layer, one step line per setting, at the most frames."""
-    plt = _pyplot()
+    plt = pyplot(warn=False)
     fig, ax = plt.subplots(figsize=(6, 4))
     frames = max(r.frames for r in rows)
     for r in rows:

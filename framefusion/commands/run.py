@@ -102,19 +102,8 @@ def run(args) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     check_model_arguments(args)
-    result = ask(
-        args.question,
-        args.video,
-        args.model,
-        config,
-        options=model_options(args),
-        frames=args.frames,
-        fps=args.fps,
-        compare=args.compare,
-        max_new_tokens=args.max_new_tokens,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        progress=not args.json,
-    )
+    result = ask(args.question, args.video, args.model, config, options=model_options(args), frames=args.frames,
+                 fps=args.fps, compare=args.compare, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
+                 repeats=args.repeats, progress=not args.json)  # fmt: skip
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_result(result))
     return 0

@@ -339,7 +339,8 @@ class _DemoHandler(BaseHTTPRequestHandler):
         if length is None:
             return 400, f"bad Content-Length {raw!r}", False
         if length > limits.upload_bytes:  # refused before reading any of it
-            return 413, f"the upload is larger than the {limits.upload_bytes / (1 << 20):g} MiB this demo accepts", False
+            mib = limits.upload_bytes / (1 << 20)
+            return 413, f"the upload is larger than the {mib:g} MiB this demo accepts", False
         if self.path.split("?", 1)[0] != "/run":
             return 404, f"no form at {self.path}", True
         return None

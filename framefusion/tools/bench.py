@@ -449,21 +449,12 @@ class BenchRun:
         return prefill, e2e, report
 
 
-def run_bench(
-    model,
-    processor,
-    videos: dict[int, np.ndarray],
-    settings: Sequence[tuple[str, Any]],
-    repeats: int = 3,
-    new_tokens: int = 16,
-    question: str = "Describe what happens in this video.",
-    progress: bool = True,
-    on_measure: Callable[[Measurement], None] | None = None,
-) -> list[BenchRow]:
+def run_bench(model, processor, videos: dict[int, np.ndarray], settings: Sequence[tuple[str, Any]], *,
+              progress: bool = True, **options) -> list[BenchRow]:  # fmt: skip
     """``videos`` maps a frame count to (T, H, W, 3) frames; ``settings`` are (name, config) pairs,
-    config None meaning untouched. Returns one row per frame count and setting (see ``BenchRun``)."""
-    bench = BenchRun(model, processor, videos, settings, repeats, new_tokens, question, on_measure)
-    return bench.run(progress)
+    config None meaning untouched; ``options``: :class:`BenchRun`'s (``repeats``, ``new_tokens``,
+    ``question``, ``on_measure``). Returns one row per frame count and setting (see ``BenchRun``)."""
+    return BenchRun(model, processor, videos, settings, **options).run(progress)
 
 
 def environment(model) -> dict:

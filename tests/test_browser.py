@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framefusion.commands.run import LoadedModel
+from framefusion.tools.answer import LoadedModel
 from framefusion.tiny_models import make_synthetic_video, write_video, zoo
 from framefusion.tools.visualize import build_token_map, write_html
 from framefusion.tools.web import WebDemo, make_server

@@ -10,7 +10,9 @@ import torch
 from framefusion.cli import main
 from framefusion.config import FastVConfig, FrameFusionConfig, RandomPruneConfig
 from framefusion.data import synthetic_qa as qa
-from framefusion.tools.evaluate import ASSET_MODEL, evaluate, first_word, load_model, synthetic_test_set
+from framefusion.tools.answer import load_video_model
+from framefusion.tools.evaluate import evaluate, first_word, synthetic_test_set
+from framefusion.tools.loading import SHIPPED_MODEL, ModelOptions
 from framefusion.integrations import lmms_eval as lm
 
 # Untouched accuracy of the shipped model on the first 40 test questions: measured 0.975 (39/40;
@@ -22,7 +24,8 @@ ACCURACY_BOUND = 0.9
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_model()
+    loaded = load_video_model(SHIPPED_MODEL, ModelOptions(device="cpu"))
+    return loaded.model, loaded.processor
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +36,14 @@ def test_items():
 def test_shipped_model_and_processor_load_offline_with_from_pretrained():
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
-    model = Qwen2VLForConditionalGeneration.from_pretrained(ASSET_MODEL, local_files_only=True)
-    processor = AutoProcessor.from_pretrained(ASSET_MODEL, local_files_only=True)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(SHIPPED_MODEL, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(SHIPPED_MODEL, local_files_only=True)
     assert type(processor).__name__ == "Qwen2VLProcessor"
     assert model.config.video_token_id == processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     for answers in qa.ANSWERS.values():
         for word in answers:
             assert len(processor.tokenizer(word)["input_ids"]) == 1, word
-    size = sum(f.stat().st_size for f in ASSET_MODEL.iterdir())
+    size = sum(f.stat().st_size for f in SHIPPED_MODEL.iterdir())
     assert size < 8 * 2**20  # a few MB in the repository
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from framefusion.cli import main
-from framefusion.commands.run import SHIPPED_MODEL
+from framefusion.tools.loading import SHIPPED_MODEL
 from framefusion.tiny_models import write_video, zoo
 
 

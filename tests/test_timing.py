@@ -1,7 +1,8 @@
 """Timing spread: the helper on given numbers, and what the commands print with it."""
 
 from framefusion.cli import main
-from framefusion.commands.run import RunResult, format_result
+from framefusion.commands.run import format_result
+from framefusion.tools.answer import VideoAnswer
 from framefusion.tools.compare import write_table
 from framefusion.tools.demo import DemoResult, format_demo
 from framefusion.tools.timing import LARGE_SPREAD, SINGLE_RUN_NOTE, spread_ratio, spread_text, timing_caveat
@@ -24,9 +25,9 @@ def test_caveat_warns_on_a_large_spread_notes_single_runs_and_is_silent_otherwis
     assert timing_caveat([]) is None
 
 
-def _run_result(first_token_runs: dict) -> RunResult:
+def _run_result(first_token_runs: dict) -> VideoAnswer:
     seconds = {n: {"first_token": min(t), "generate": 2 * max(t), "new_tokens": 2} for n, t in first_token_runs.items()}
-    return RunResult(
+    return VideoAnswer(
         model="m", note="", video="v.mp4", frames=4, question="q?", video_tokens=32, prompt_tokens=50,
         config={"cost": 0.3, "similarity_threshold": 0.6, "ratio_threshold": 0.1}, tokens_per_layer=[32, 10],
         kept_tokens=10, achieved_cost=0.3, reduction_seconds=0.001, answers={n: "a" for n in first_token_runs},

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import framefusion
-from framefusion.commands.run import LoadedModel
+from framefusion.tools.answer import LoadedModel
 from framefusion.tiny_models import make_synthetic_video, write_video, zoo
 from framefusion.tools.web import Limits, WebDemo, make_server
 from framefusion.tools.webform import BodyTimeout, FormLimits, read_form
@@ -450,7 +450,8 @@ def test_soak_mixed_requests_against_framefusion_web(tmp_path, tiny_checkpoint):
     import torch
 
     from framefusion import FrameFusionConfig
-    from framefusion.commands.run import answer, load_model, sample_clip
+    from framefusion.tools.answer import answer_video, load_video_model, sample_clip
+    from framefusion.tools.loading import ModelOptions
     from framefusion.tools.visualize import _shown
 
     videos = {f"c{k}.mp4": write_video(make_synthetic_video(n, s, seed=20 + k), tmp_path / f"c{k}.mp4")
@@ -508,7 +509,7 @@ def test_soak_mixed_requests_against_framefusion_web(tmp_path, tiny_checkpoint):
     assert list(uploads.iterdir()) == [], "uploads were left behind"
 
     # every good answer equals what the same question gets directly (one thread, as the server)
-    loaded = load_model(str(tiny_checkpoint), device="cpu", progress=False)
+    loaded = load_video_model(str(tiny_checkpoint), ModelOptions(device="cpu"))
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -519,7 +520,7 @@ def test_soak_mixed_requests_against_framefusion_web(tmp_path, tiny_checkpoint):
                 path = framefusion.tiny_models.demo_video_path() if name == "shipped" else videos[name]
                 clip = sample_clip(path, 4, exact=False, max_pixels=Limits().frame_pixels)
                 config = FrameFusionConfig(cost=float(cost), similarity_threshold=0.6)
-                result = answer(loaded, clip, question, config, max_new_tokens=3, warmup=0, progress=False)
+                result = answer_video(loaded, clip, question, config, max_new_tokens=3, warmup=0, progress=False)
                 expected[r["key"]] = {n: _shown(a) for n, a in result.answers.items()}
             assert _answers_on(page) == expected[r["key"]], r["key"]
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..tools.analyze import analyze, check_settings
     from ..tiny_models import demo_video_path, read_video
-    from .common import check_size, load_from_args
+    from ..tools.answer import load_video_model
+    from .common import check_size, model_options
 
     check_settings(args.distances, args.thresholds, args.target_share, args.random_pairs, args.bins)
     if args.frames < 2:
@@ -56,15 +58,17 @@ def run(args) -> int:
     check_model_arguments(args)
     video_path = Path(args.video) if args.video else demo_video_path()
     video = read_video(video_path, num_frames=args.frames)  # before loading the model: a bad file fails fast
-    model, processor, weights = load_from_args(args, size=args.size, vision_depth=args.vision_depth)
+    options = dataclasses.replace(model_options(args), size=args.size, vision_depth=args.vision_depth)
+    loaded = load_video_model(args.model, options)
+    model, processor = loaded.model, loaded.processor
     device = next(model.parameters()).device
     from ..tools import bench
 
     size = args.size or (448 if args.model in bench.shipped_configs() else None)
     if size is not None:
-        from ..tools.demo import _resize
+        from ..tools.video import resize_video
 
-        video = _resize(video, size)
+        video = resize_video(video, size)
     result = analyze(
         model,
         processor,
@@ -82,7 +86,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
-    print(f"{args.model} ({weights}, {next(model.parameters()).dtype}, {device}); video {video_path}")
+    print(f"{args.model} ({loaded.weights}, {next(model.parameters()).dtype}, {device}); video {video_path}")
     print(result.summary())
     print("written: " + ", ".join(result.files.values()))
     return 0

@@ -96,24 +96,25 @@ def _videos(args) -> dict:
         if f < 1:
             raise ValueError(f"--frames must be >= 1, got {f}")
         if args.video:
-            from ..tools.demo import _resize
+            from ..tools.video import resize_video
 
-            videos[f] = _resize(read_video(args.video, num_frames=f), args.size)
+            videos[f] = resize_video(read_video(args.video, num_frames=f), args.size)
         else:
             videos[f] = make_synthetic_video(num_frames=f, size=args.size, seed=f)
     return videos
 
 
 def _load(args, dtype, device: str):
-    """(model, processor, weights) by :func:`framefusion.tools.loading.load_model`: a shipped config is built
-    on ``device`` in ``dtype`` (a real size built on the CPU first takes minutes to move), a checkpoint
-    loaded straight onto it."""
-    from ..tools.loading import load_model
+    """(model, processor, weights) through :func:`framefusion.tools.answer.load_video_model`: a shipped config
+    is built on ``device`` in ``dtype`` (a real size built on the CPU first takes minutes to move), a
+    checkpoint loaded straight onto it."""
+    from ..tools.answer import load_video_model
+    from ..tools.loading import ModelOptions
 
-    return load_model(
-        args.model, device=device, dtype=dtype, attn_implementation=args.attn, size=args.size,
-        vision_depth=args.vision_depth,
-    )  # fmt: skip
+    options = ModelOptions(device=device, dtype=dtype, attn_implementation=args.attn, size=args.size,
+                           vision_depth=args.vision_depth)  # fmt: skip
+    loaded = load_video_model(args.model, options)
+    return loaded.model, loaded.processor, loaded.weights
 
 
 def _meta(args, model, weights: str) -> dict:

@@ -94,16 +94,14 @@ def check_model_arguments(args) -> None:
     check_device_arguments(args)
 
 
-def load_from_args(args, **extra):
-    """``(model, processor, description)`` of ``args.model`` with the common options."""
-    from ..tools.loading import load_model
+def model_options(args):
+    """The :class:`~framefusion.tools.loading.ModelOptions` of the common model options in ``args``."""
+    from ..tools.loading import ModelOptions
 
-    return load_model(
-        args.model,
+    return ModelOptions(
         device=args.device,
         dtype=args.dtype,
         attn_implementation=args.attn_implementation,
         device_map=args.device_map,
         trust_remote_code=args.trust_remote_code,
-        **extra,
     )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..registry import config_for, method_names
-from .common import add_model_arguments, check_model_arguments, load_from_args
+from .common import add_model_arguments, check_model_arguments, model_options
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
 
@@ -40,7 +40,9 @@ def _configs(args) -> list:
 
 
 def run(args) -> int:
-    from ..tools.evaluate import evaluate, load_qa, synthetic_test_set, training_info
+    from ..tools.answer import load_video_model
+    from ..tools.evaluate import evaluate, load_qa, synthetic_test_set
+    from ..tools.loading import training_info
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
@@ -50,7 +52,7 @@ def run(args) -> int:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     check_model_arguments(args)
     configs = _configs(args)
-    model, processor, _ = load_from_args(args)
+    loaded = load_video_model(args.model, model_options(args))
     if args.qa:
         # without --frames, at most as many frames as the model was trained on (not every frame of a long video)
         most = int(training_info(args.model).get("frames", 16))
@@ -60,7 +62,7 @@ def run(args) -> int:
         items = synthetic_test_set(args.count, frames=args.frames, model_path=args.model)
         source = f"synthetic test split, {args.count} questions"
     meta = dict(model=str(args.model or "framefusion/assets/model"), questions_from=source)
-    rows = evaluate(model, processor, items, configs, batch_size=args.batch, out_dir=args.out,
+    rows = evaluate(loaded.model, loaded.processor, items, configs, batch_size=args.batch, out_dir=args.out,
                     meta=meta, progress=not args.json)  # fmt: skip
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows], indent=2))

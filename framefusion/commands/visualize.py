@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_model_arguments, check_model_arguments, config_from
-from .run import add_input_arguments, answer, load_from, read_input_video
+from .common import add_model_arguments, check_model_arguments, config_from, model_options
+from .run import add_input_arguments
 
 HELP = "draw which video tokens FrameFusion keeps, merges and prunes (self-contained HTML, PNG grid, GIF)"
 FORMATS = ("html", "png", "gif")
@@ -27,50 +27,38 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print the written paths and counts as JSON")
 
 
-def run(args) -> int:
-    from ..tools.visualize import build_token_map, check_supported, write_gif, write_html, write_png
+def _token_map(args, loaded, frames, name: str, config, progress: bool):
+    """``(token map, answers table or None)``: with answers, the map is drawn from the reduced answer's
+    own report; with --no-answers, from one reduced prefill."""
+    from ..tools.answer import answer_video
+    from ..tools.visualize import build_token_map
 
-    bad = [f for f in args.formats if f not in FORMATS]
-    if bad:
-        raise ValueError(f"--formats: unknown format(s) {', '.join(map(repr, bad))}; choose from {', '.join(FORMATS)}")
-    config = config_from(args)
-    progress = not args.json
-    check_model_arguments(args)
-    name, video = read_input_video(args.video, args.frames, progress, fps=args.fps)
-    loaded = load_from(args, progress)
-    check_supported(loaded.model)  # before any generation
     question = loaded.question if args.question is None else args.question
-    caption = f"{loaded.name} | {Path(name).name}, {len(video)} frames | question: {question}"
-    results = None
+    caption = f"{loaded.name} | {Path(name).name}, {len(frames)} frames | question: {question}"
     if args.no_answers:
-        tmap = build_token_map(loaded.model, loaded.processor, video, question, config, caption=caption)
-    else:
-        result = answer(
-            loaded,
-            video,
-            question,
-            config,
-            video_name=name,
-            compare=True,
-            max_new_tokens=args.max_new_tokens,
-            progress=progress,
-        )
-        tmap = build_token_map(
-            loaded.model, loaded.processor, video, question, inputs=result.inputs, report=result.report,
-            caption=caption,
-        )  # fmt: skip
-        results = {
-            n: {
-                "answer": result.answers[n],
-                "video tokens kept": result.video_tokens if n == "untouched" else result.kept_tokens,
-                "achieved cost": 1.0 if n == "untouched" else round(result.achieved_cost, 3),
-                "first token, s": round(result.seconds[n]["first_token"], 3),
-                "generate, s": round(result.seconds[n]["generate"], 3),
-            }
-            for n in result.answers
+        return build_token_map(loaded.model, loaded.processor, frames, question, config, caption=caption), None
+    result = answer_video(loaded, frames, question, config, video_name=name, compare=True,
+                          max_new_tokens=args.max_new_tokens, progress=progress)  # fmt: skip
+    tmap = build_token_map(
+        loaded.model, loaded.processor, frames, question, inputs=result.inputs, report=result.report,
+        caption=caption,
+    )  # fmt: skip
+    results = {
+        n: {
+            "answer": result.answers[n],
+            "video tokens kept": result.video_tokens if n == "untouched" else result.kept_tokens,
+            "achieved cost": 1.0 if n == "untouched" else round(result.achieved_cost, 3),
+            "first token, s": round(result.seconds[n]["first_token"], 3),
+            "generate, s": round(result.seconds[n]["generate"], 3),
         }
-    if loaded.note:
-        tmap.caption += f" ({loaded.note})"
+        for n in result.answers
+    }
+    return tmap, results
+
+
+def _write_files(args, tmap, results) -> dict[str, str]:
+    from ..tools.visualize import write_gif, write_html, write_png
+
     out = Path(args.out)
     written = {}
     if "html" in args.formats:
@@ -79,6 +67,26 @@ def run(args) -> int:
         written["png"] = str(write_png(tmap, out / f"{args.name}.png"))
     if "gif" in args.formats:
         written["gif"] = str(write_gif(tmap, out / f"{args.name}.gif"))
+    return written
+
+
+def run(args) -> int:
+    from ..tools.answer import load_video_model, read_input_clip
+    from ..tools.visualize import check_supported
+
+    bad = [f for f in args.formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"--formats: unknown format(s) {', '.join(map(repr, bad))}; choose from {', '.join(FORMATS)}")
+    config = config_from(args)
+    progress = not args.json
+    check_model_arguments(args)
+    name, clip = read_input_clip(args.video, args.frames, progress, fps=args.fps)
+    loaded = load_video_model(args.model, model_options(args), progress=progress)
+    check_supported(loaded.model)  # before any generation
+    tmap, results = _token_map(args, loaded, clip.frames, name, config, progress)
+    if loaded.note:
+        tmap.caption += f" ({loaded.note})"
+    written = _write_files(args, tmap, results)
     if args.json:
         print(json.dumps({"files": written, "summary": tmap.summary(), "counts": tmap.drawn_counts()}, indent=2))
     else:

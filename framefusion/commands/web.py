@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .common import add_model_arguments, check_model_arguments
-from .run import MAX_FPS_FRAMES, load_from
+from ..tools.answer import MAX_FPS_FRAMES
+from .common import add_model_arguments, check_model_arguments, model_options
 
 HELP = "local web demo on 127.0.0.1: upload a video or use the shipped one, compare both answers and the token map"
 
@@ -43,6 +43,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ..tools.answer import load_video_model
     from ..tools.web import Limits, WebDemo, serve
 
     if not 0 <= args.port <= 65535:
@@ -60,7 +61,7 @@ def run(args) -> int:
         upload_bytes=int(args.max_upload_mb * (1 << 20)), in_flight=args.max_in_flight, read_timeout=args.read_timeout
     )
     check_model_arguments(args)
-    loaded = load_from(args)
+    loaded = load_video_model(args.model, model_options(args), progress=True)
     if loaded.note:
         print(f"framefusion web: model {loaded.name} ({loaded.note})")
     app = WebDemo(loaded, frames=args.frames, fps=args.fps, max_new_tokens=args.max_new_tokens, limits=limits)

@@ -30,6 +30,7 @@ import torch
 
 from ..engine import apply
 from ..flops import flop_ratio
+from .compare import pyplot
 
 __all__ = [
     "BenchRow",
@@ -448,21 +449,12 @@ class BenchRun:
         return prefill, e2e, report
 
 
-def run_bench(
-    model,
-    processor,
-    videos: dict[int, np.ndarray],
-    settings: Sequence[tuple[str, Any]],
-    repeats: int = 3,
-    new_tokens: int = 16,
-    question: str = "Describe what happens in this video.",
-    progress: bool = True,
-    on_measure: Callable[[Measurement], None] | None = None,
-) -> list[BenchRow]:
+def run_bench(model, processor, videos: dict[int, np.ndarray], settings: Sequence[tuple[str, Any]], *,
+              progress: bool = True, **options) -> list[BenchRow]:  # fmt: skip
     """``videos`` maps a frame count to (T, H, W, 3) frames; ``settings`` are (name, config) pairs,
-    config None meaning untouched. Returns one row per frame count and setting (see ``BenchRun``)."""
-    bench = BenchRun(model, processor, videos, settings, repeats, new_tokens, question, on_measure)
-    return bench.run(progress)
+    config None meaning untouched; ``options``: :class:`BenchRun`'s (``repeats``, ``new_tokens``,
+    ``question``, ``on_measure``). Returns one row per frame count and setting (see ``BenchRun``)."""
+    return BenchRun(model, processor, videos, settings, **options).run(progress)
 
 
 def environment(model) -> dict:
@@ -531,7 +523,7 @@ def write_outputs(rows: Sequence[BenchRow], out_dir: str | Path, meta: dict | No
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
     paths["json"].write_text(json.dumps(bench_payload(rows, meta), indent=2))
     paths["markdown"].write_text(format_markdown(rows, meta))
-    plt = _pyplot()
+    plt = pyplot(warn=False)
     if plt is None or not rows:
         return paths
     for key, figure, name in (
@@ -542,17 +534,6 @@ def write_outputs(rows: Sequence[BenchRow], out_dir: str | Path, meta: dict | No
         figure.savefig(paths[key], dpi=120)
         plt.close(figure)
     return paths
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def method_lines(rows: Sequence[BenchRow]) -> dict[tuple[int, str], list[BenchRow]]:
@@ -569,7 +550,7 @@ def method_lines(rows: Sequence[BenchRow]) -> dict[tuple[int, str], list[BenchRo
 def speedup_figure(rows: Sequence[BenchRow]):
     """Measured prefill speed-up against achieved cost, one solid line per method (and frame
     count), with that method's FLOP bound dashed in the same colour."""
-    plt = _pyplot()
+    plt = pyplot(warn=False)
     fig, ax = plt.subplots(figsize=(6, 4))
     several_frames = len({r.frames for r in rows}) > 1
     for (frames, method), sub in method_lines(rows).items():
@@ -588,7 +569,7 @@ def speedup_figure(rows: Sequence[BenchRow]):
 
 def tokens_figure(rows: Sequence[BenchRow]):
     """Video tokens entering each decoder layer, one step line per setting, at the most frames."""
-    plt = _pyplot()
+    plt = pyplot(warn=False)
     fig, ax = plt.subplots(figsize=(6, 4))
     frames = max(r.frames for r in rows)
     for r in rows:

@@ -37,7 +37,16 @@ import torch
 from ..engine import apply
 from .timing import spread_ratio, timing_caveat
 
-__all__ = ["compare_methods", "sweep", "write_table", "plot_rows"]
+__all__ = [
+    "compare_methods",
+    "config_dict",
+    "method_label",
+    "plot_rows",
+    "pyplot",
+    "save_figure",
+    "sweep",
+    "write_table",
+]
 
 UNTOUCHED = "untouched"
 
@@ -55,7 +64,8 @@ def sweep(configs: Iterable[Any], costs: Iterable[float]) -> list[Any]:
     return out
 
 
-def _label(config: Any) -> str:
+def method_label(config: Any) -> str:
+    """The name a config's rows and plot lines go by: the method's name (FastV's ratio, when set, beside it)."""
     method = config.make_method() if hasattr(config, "make_method") else config
     name = getattr(method, "name", type(config).__name__)
     if getattr(config, "ratio", None) is not None:
@@ -63,7 +73,8 @@ def _label(config: Any) -> str:
     return name
 
 
-def _config_dict(config: Any) -> dict:
+def config_dict(config: Any) -> dict:
+    """A config as JSON: its type name and, for a dataclass, its fields."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return {"type": type(config).__name__, **dataclasses.asdict(config)}
     return {"type": type(config).__name__}
@@ -137,6 +148,98 @@ def _prefix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return same.cumprod(-1).sum(-1)
 
 
+def _check_compare_arguments(model, samples, configs, new_tokens: int, repeats: int, labels) -> None:
+    if new_tokens < 1:
+        raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not samples:
+        raise ValueError("samples is empty; give at least one sample")
+    if labels is not None and len(labels) != len(configs):
+        raise ValueError(f"labels must name every config: {len(labels)} labels for {len(configs)} configs")
+    existing = getattr(model, "_framefusion_handle", None)
+    if existing is not None and existing.active:
+        raise RuntimeError("a reduction method is already applied to this model; call handle.remove() first")
+
+
+@dataclasses.dataclass
+class _Reference:
+    """The untouched model on one sample: what every method is compared with."""
+
+    tokens: torch.Tensor  # (b, new_tokens) greedy tokens
+    logits: torch.Tensor  # (b, vocab) first next-token logits, float64
+    prefill_times: list[float]  # the timed prefill forwards, seconds
+
+
+def _untouched_row(references: Sequence[_Reference]) -> dict:
+    return {
+        "label": UNTOUCHED,
+        "method": UNTOUCHED,
+        "cost": 1.0,
+        "achieved_cost": 1.0,
+        "agreement": 1.0,
+        "prefix_agreement": 1.0,
+        "kl": 0.0,
+        "prefill_seconds": statistics.mean(statistics.median(r.prefill_times) for r in references),
+        "prefill_spread": _worst_spread([r.prefill_times for r in references]),
+        "speedup": 1.0,
+        "reduction_seconds": 0.0,
+        "config": {},
+    }
+
+
+def _method_row(model, config: Any, label: str, prepared: Sequence[Mapping[str, Any]],
+                references: Sequence[_Reference], new_tokens: int, repeats: int, base_seconds: float
+                ) -> tuple[dict, list[list[float]]]:  # fmt: skip
+    """One config's row, averaged over the samples, and every sample's timed prefill forwards (for the caveat)."""
+    agreement, prefix, kl, achieved, seconds, reduction = [], [], [], [], [], []
+    with apply(model, config) as handle:
+        for inputs, ref in zip(prepared, references):
+            tokens, logits = _generate(model, inputs, new_tokens)  # (b, new_tokens), (b, vocab)
+            report = handle.last_report()
+            agreement.extend((tokens == ref.tokens).double().mean(-1).tolist())
+            prefix.extend((_prefix(tokens, ref.tokens).double() / new_tokens).tolist())
+            kl.extend(_kl(ref.logits, logits).tolist())
+            # rows without video have nothing to reduce: they would pull the mean towards 1
+            achieved.extend(c for c, n in zip(report.achieved_cost, report.vision_tokens) if n > 0)
+            seconds.append(_prefill_times(model, inputs, repeats))
+            reduction.append(handle.last_report().reduction_seconds)
+        method_name = handle.method.name
+    mean_seconds = statistics.mean(map(statistics.median, seconds))
+    row = {
+        "label": label,
+        "method": method_name,
+        "cost": getattr(config, "cost", None),
+        "achieved_cost": statistics.mean(achieved) if achieved else 1.0,
+        "agreement": statistics.mean(agreement),
+        "prefix_agreement": statistics.mean(prefix),
+        "kl": statistics.mean(kl),
+        "prefill_seconds": mean_seconds,
+        "prefill_spread": _worst_spread(seconds),
+        "speedup": base_seconds / mean_seconds if mean_seconds > 0 else math.inf,
+        "reduction_seconds": statistics.mean(reduction),
+        "config": config_dict(config),
+    }
+    return row, seconds
+
+
+def _write_comparison(model, rows: Sequence[dict], out_dir: str | Path, samples: int, new_tokens: int, repeats: int,
+                      timed: Sequence[Sequence[float]]) -> None:  # fmt: skip
+    out = Path(out_dir)
+    meta = {
+        "model": type(model).__name__,
+        "samples": samples,
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+        "device": str(next(model.parameters()).device),
+    }
+    caveat = timing_caveat(timed)
+    if caveat:
+        meta["timing"] = caveat
+    write_table(rows, out, meta)
+    plot_rows(rows, out / "comparison.png")
+
+
 def compare_methods(
     model: torch.nn.Module,
     processor: Any,
@@ -158,86 +261,22 @@ def compare_methods(
     labels: optional series name per config for the table and plot (default: the method name).
     repeats: timed prefill forwards per sample and method (the median is reported).
     """
-    if new_tokens < 1:
-        raise ValueError(f"new_tokens must be >= 1, got {new_tokens}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if not samples:
-        raise ValueError("samples is empty; give at least one sample")
-    if labels is not None and len(labels) != len(configs):
-        raise ValueError(f"labels must name every config: {len(labels)} labels for {len(configs)} configs")
-    existing = getattr(model, "_framefusion_handle", None)
-    if existing is not None and existing.active:
-        raise RuntimeError("a reduction method is already applied to this model; call handle.remove() first")
-
+    _check_compare_arguments(model, samples, configs, new_tokens, repeats, labels)
     prepared = [_prepare(processor, s) for s in samples]
-    reference = []
+    references = []
     for inputs in prepared:
         tokens, logits = _generate(model, inputs, new_tokens)
-        reference.append((tokens, logits, _prefill_times(model, inputs, repeats)))
-    base_seconds = statistics.mean(statistics.median(r[2]) for r in reference)
-    timed = [r[2] for r in reference]  # every sample's timed forwards, of every row, for the caveat
-    rows = [
-        {
-            "label": UNTOUCHED,
-            "method": UNTOUCHED,
-            "cost": 1.0,
-            "achieved_cost": 1.0,
-            "agreement": 1.0,
-            "prefix_agreement": 1.0,
-            "kl": 0.0,
-            "prefill_seconds": base_seconds,
-            "prefill_spread": _worst_spread(timed),
-            "speedup": 1.0,
-            "reduction_seconds": 0.0,
-            "config": {},
-        }
-    ]
+        references.append(_Reference(tokens, logits, _prefill_times(model, inputs, repeats)))
+    rows = [_untouched_row(references)]
+    timed = [r.prefill_times for r in references]  # every sample's timed forwards, of every row, for the caveat
     for i, config in enumerate(configs):
-        agreement, prefix, kl, achieved, seconds, reduction = [], [], [], [], [], []
-        with apply(model, config) as handle:
-            for inputs, (ref_tokens, ref_logits, _) in zip(prepared, reference):
-                tokens, logits = _generate(model, inputs, new_tokens)
-                report = handle.last_report()
-                agreement.extend((tokens == ref_tokens).double().mean(-1).tolist())
-                prefix.extend((_prefix(tokens, ref_tokens).double() / new_tokens).tolist())
-                kl.extend(_kl(ref_logits, logits).tolist())
-                achieved.extend(c for c, n in zip(report.achieved_cost, report.vision_tokens) if n > 0)
-                seconds.append(_prefill_times(model, inputs, repeats))
-                reduction.append(handle.last_report().reduction_seconds)
-            method_name = handle.method.name
-        mean_seconds = statistics.mean(map(statistics.median, seconds))
+        label = labels[i] if labels is not None else method_label(config)
+        row, seconds = _method_row(model, config, label, prepared, references, new_tokens, repeats,
+                                   rows[0]["prefill_seconds"])  # fmt: skip
+        rows.append(row)
         timed += seconds
-        rows.append(
-            {
-                "label": labels[i] if labels is not None else _label(config),
-                "method": method_name,
-                "cost": getattr(config, "cost", None),
-                "achieved_cost": statistics.mean(achieved) if achieved else 1.0,
-                "agreement": statistics.mean(agreement),
-                "prefix_agreement": statistics.mean(prefix),
-                "kl": statistics.mean(kl),
-                "prefill_seconds": mean_seconds,
-                "prefill_spread": _worst_spread(seconds),
-                "speedup": base_seconds / mean_seconds if mean_seconds > 0 else math.inf,
-                "reduction_seconds": statistics.mean(reduction),
-                "config": _config_dict(config),
-            }
-        )
     if out_dir is not None:
-        out = Path(out_dir)
-        meta = {
-            "model": type(model).__name__,
-            "samples": len(prepared),
-            "new_tokens": new_tokens,
-            "repeats": repeats,
-            "device": str(next(model.parameters()).device),
-        }
-        caveat = timing_caveat(timed)
-        if caveat:
-            meta["timing"] = caveat
-        write_table(rows, out, meta)
-        plot_rows(rows, out / "comparison.png")
+        _write_comparison(model, rows, out_dir, len(prepared), new_tokens, repeats, timed)
     return rows
 
 
@@ -268,13 +307,8 @@ def write_table(rows: Sequence[dict], out_dir: str | Path, meta: Mapping[str, An
 def plot_rows(rows: Sequence[dict], path: str | Path) -> bool:
     """Fidelity (agreement and KL) against achieved cost, one line per label. False (with a
     warning) when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed (pip install framefusion[plots]); no plot written", stacklevel=2)
+    plt = pyplot()
+    if plt is None:
         return False
     series: dict[str, list[dict]] = {}
     for r in rows:
@@ -298,9 +332,31 @@ def plot_rows(rows: Sequence[dict], path: str | Path) -> bool:
         ax.grid(alpha=0.3)
     left.legend(fontsize=8)
     fig.suptitle("Fidelity to the untouched model vs compute")
+    return save_figure(fig, path)
+
+
+def pyplot(warn: bool = True):
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display), or None when matplotlib is not
+    installed (with a warning, unless ``warn`` is False): plots are optional (``framefusion[plots]``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        if warn:
+            warnings.warn("matplotlib is not installed (pip install framefusion[plots]); no plot written", stacklevel=3)
+        return None
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> bool:
+    """Lay ``fig`` out, write it to ``path`` (its folder created) and close it; True."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return True

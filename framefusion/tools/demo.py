@@ -8,19 +8,18 @@ weights built from a config (for timing at realistic sizes; its answers are mean
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import FrameFusionConfig
-from ..engine import apply
 from ..flops import flop_ratio
-from .timing import spread_ratio, timing_caveat
+from .answer import DEFAULT_QUESTION, decode, generate_tokens, reduced
+from .timing import spread_cell, timing_caveat
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -52,14 +51,6 @@ class DemoResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _resize(video: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if video.shape[1] == size and video.shape[2] == size:
-        return video
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in video])
 
 
 class _Timer:
@@ -94,6 +85,111 @@ class _Timer:
             h.remove()
 
 
+@dataclass
+class _DemoModel:
+    """The model the demo runs, and what it asks it."""
+
+    model: Any
+    processor: Any
+    name: str  # as the output describes it
+    question: str
+    expected: str | None  # the known answer (trained model, shipped video)
+    new_tokens: int
+    frames: int
+    size: int  # frame side in pixels
+
+
+def _trained_model(frames: int | None, size: int | None, question: str | None, video_path, new_tokens: int | None
+                   ) -> _DemoModel:  # fmt: skip
+    """The shipped trained model, at the frame count and size it was trained on unless told otherwise, asked
+    the shipped video's question (its known answer beside it) unless given one."""
+    from .answer import load_video_model, shipped_qa
+    from .loading import SHIPPED_MODEL, ModelOptions, training_info
+
+    if not (SHIPPED_MODEL / "config.json").is_file():
+        raise FileNotFoundError(f"no trained model in {SHIPPED_MODEL}; run scripts/train_synthetic.py or use --random")
+    loaded = load_video_model(SHIPPED_MODEL, ModelOptions(device="cpu"))  # moved to --device with --dtype later
+    info = training_info(SHIPPED_MODEL)
+    expected = None
+    if question is None:
+        if video_path is not None:
+            raise ValueError("with --video, ask a --question (the trained model answers one-word questions)")
+        qa = shipped_qa()
+        question, expected = qa["question"], qa["answer"]
+    c = loaded.model.config.text_config
+    n_params = sum(p.numel() for p in loaded.model.parameters())
+    name = (
+        f"small Qwen2-VL trained on synthetic videos (framefusion/assets/model: {c.num_hidden_layers} layers, "
+        f"hidden {c.hidden_size}, {n_params / 1e6:.1f}M parameters)"
+    )
+    new_tokens = new_tokens or 1  # the one-word answer
+    return _DemoModel(loaded.model, loaded.processor, name, question, expected, new_tokens,
+                      frames or info["frames"], size or info["size"])  # fmt: skip
+
+
+def _random_model(num_layers: int, hidden_size: int, size: int, question: str | None, new_tokens: int | None,
+                  frames: int) -> _DemoModel:  # fmt: skip
+    """A Qwen2-VL architecture with random weights (8 heads, 2 of them key/value heads, a 2-block vision
+    tower), big enough to time; its answers are meaningless."""
+    from ..tiny_models import build_tiny_model, build_tiny_processor
+
+    processor = build_tiny_processor("qwen2_vl", max_pixels=size * size)
+    model = build_tiny_model(
+        "qwen2_vl",
+        processor=processor,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        num_heads=8,
+        num_kv_heads=2,
+        intermediate_size=hidden_size * 4,
+        vision_depth=2,
+    )
+    name = f"Qwen2-VL architecture, random weights ({num_layers} layers, hidden {hidden_size})"
+    return _DemoModel(model, processor, name, question or DEFAULT_QUESTION, None, new_tokens or 8, frames, size)
+
+
+def _demo_inputs(demo: _DemoModel, video, device, dtype):
+    """The processed prompt (a batch of one), floating tensors (the pixels) in the model's ``dtype``."""
+    text = demo.processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": demo.question}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    return demo.processor(text=[text], videos=[video], return_tensors="pt").to(device=device, dtype=dtype)
+
+
+@dataclass
+class _Rounds:
+    """The interleaved rounds' times (warm-up round left out), last answers and FrameFusion's last report."""
+
+    prefill: dict[str, list[float]]  # LLM prefill seconds per setting, one per timed round
+    generate: dict[str, list[float]]  # end-to-end generate seconds per setting
+    answers: dict[str, str]
+    report: Any
+
+
+def _interleaved_rounds(demo: _DemoModel, inputs, config, repeats: int, timer: _Timer, progress: bool) -> _Rounds:
+    """One warm-up round then ``repeats`` timed ones, each generating untouched then with ``config``:
+    interleaved, so a machine that slows down or speeds up affects both alike."""
+    from tqdm.auto import tqdm
+
+    settings = {"untouched": None, "framefusion": config}
+    rounds = _Rounds({n: [] for n in settings}, {n: [] for n in settings}, {}, None)
+    steps = [(r, name) for r in range(repeats + 1) for name in settings]
+    for r, name in tqdm(steps, desc="demo (warm-up + interleaved repeats)", disable=not progress):
+        with reduced(demo.model, settings[name]) as handle:
+            start = time.perf_counter()  # the generate alone: applying and removing the method is not timed
+            tokens = generate_tokens(demo.model, inputs, demo.new_tokens, exact_length=True)
+            seconds = time.perf_counter() - start
+            rounds.answers[name] = decode(demo.processor, tokens)
+            if handle is not None:
+                rounds.report = handle.last_report()
+        if r > 0:  # round 0 warms up: discarded
+            rounds.generate[name].append(seconds)
+            rounds.prefill[name].append(timer.seconds[-1])
+    return rounds
+
+
 def run_demo(
     config: FrameFusionConfig | None = None,
     video_path: str | Path | None = None,
@@ -112,111 +208,51 @@ def run_demo(
     """Untouched vs ``config``. Trained model (default): frames/size as trained, the shipped question;
     ``random_weights``: 16 frames at 448, ``num_layers``/``hidden_size``, a free-form question.
     ``device``: as ``--device`` (``auto``: cuda if available); ``dtype``: ``auto`` is float32."""
-    from tqdm.auto import tqdm
-
-    from .evaluate import ASSET_MODEL, load_model, training_info
+    from ..tiny_models import demo_video_path, read_video
     from .loading import resolve_device, resolve_dtype
+    from .video import resize_video
 
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device, torch.float32)
-    from ..tiny_models import build_tiny_model, build_tiny_processor, demo_video_path, read_video
-
     config = config or FrameFusionConfig()
-    trained = not random_weights
-    expected = None
-    if trained:
-        if not (ASSET_MODEL / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no trained model in {ASSET_MODEL}; run scripts/train_synthetic.py or use --random"
-            )
-        model, processor = load_model(ASSET_MODEL)
-        info = training_info(ASSET_MODEL)
-        frames, size = frames or info["frames"], size or info["size"]
-        if question is None:
-            if video_path is not None:
-                raise ValueError("with --video, ask a --question (the trained model answers one-word questions)")
-            qa = json.loads((demo_video_path().parent / "demo_qa.json").read_text())
-            question, expected = qa["question"], qa["answer"]
-        new_tokens = new_tokens or 1  # the one-word answer
-        c = model.config.text_config
-        n_params = sum(p.numel() for p in model.parameters())
-        model_name = (
-            f"small Qwen2-VL trained on synthetic videos (framefusion/assets/model: {c.num_hidden_layers} layers, "
-            f"hidden {c.hidden_size}, {n_params / 1e6:.1f}M parameters)"
-        )
+    trained = None if random_weights else _trained_model(frames, size, question, video_path, new_tokens)
     video_path = Path(video_path) if video_path else demo_video_path()
-    frames, size = frames or 16, size or 448
-    video = _resize(read_video(video_path, num_frames=frames), size)
-    if not trained:
-        question = question or "What moves in this video, and in which direction?"
-        new_tokens = new_tokens or 8
-        model_name = f"Qwen2-VL architecture, random weights ({num_layers} layers, hidden {hidden_size})"
-        processor = build_tiny_processor("qwen2_vl", max_pixels=size * size)
-        model = build_tiny_model(
-            "qwen2_vl",
-            processor=processor,
-            num_layers=num_layers,
-            hidden_size=hidden_size,
-            num_heads=8,
-            num_kv_heads=2,
-            intermediate_size=hidden_size * 4,
-            vision_depth=2,
-        )
-    text = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
-    model = model.to(device=device, dtype=dtype)
-    inputs = processor(text=[text], videos=[video], return_tensors="pt").to(device=device, dtype=dtype)
-    video_tokens = int((inputs["input_ids"] == model.config.video_token_id).sum())
-    timer = _Timer(model.model.language_model, device)
-    generate_seconds: dict[str, list[float]] = {"untouched": [], "framefusion": []}
-    answers, report = {}, None
+    frames, size = (trained.frames, trained.size) if trained else (frames or 16, size or 448)
+    video = resize_video(read_video(video_path, num_frames=frames), size)  # (T, size, size, 3) uint8
+    demo = trained or _random_model(num_layers, hidden_size, size, question, new_tokens, frames)
+    demo.model = demo.model.to(device=device, dtype=dtype)
+    inputs = _demo_inputs(demo, video, device, dtype)
+    timer = _Timer(demo.model.model.language_model, device)
+    try:
+        rounds = _interleaved_rounds(demo, inputs, config, repeats, timer, progress)
+    finally:
+        timer.remove()
+    return _demo_result(demo, config, inputs, rounds, video_path, len(video), trained is not None, device, dtype)
 
-    def generate(name: str):
-        nonlocal report
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-        generate_seconds[name].append(time.perf_counter() - start)
-        answers[name] = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
 
-    prefill = {"untouched": [], "framefusion": []}
-    steps = [(r, name) for r in range(repeats + 1) for name in ("untouched", "framefusion")]
-    for r, name in tqdm(steps, desc="demo (warm-up + interleaved repeats)", disable=not progress):
-        if name == "framefusion":
-            with apply(model, config) as handle:
-                generate(name)
-                report = handle.last_report()
-        else:
-            generate(name)
-        if r == 0:  # warm-up round: discard
-            generate_seconds[name].pop()
-            timer.seconds.pop()
-        else:
-            prefill[name].append(timer.seconds[-1])
-    timer.remove()
-
-    per_layer = report.vision_tokens_per_layer[0]
-    text_tokens = inputs["input_ids"].shape[1] - video_tokens
+def _demo_result(demo: _DemoModel, config, inputs, rounds: _Rounds, video_path: Path, frames: int, trained: bool,
+                 device, dtype) -> DemoResult:  # fmt: skip
+    ids = inputs["input_ids"]  # (1, prompt tokens)
+    video_tokens = int((ids == demo.model.config.video_token_id).sum())
+    per_layer = rounds.report.vision_tokens_per_layer[0]  # batch of one: sample 0
+    text_tokens = ids.shape[1] - video_tokens
     return DemoResult(
-        model=model_name,
+        model=demo.name,
         video=str(video_path),
-        frames=len(video),
-        size=size,
+        frames=frames,
+        size=demo.size,
         video_tokens=video_tokens,
-        prompt_tokens=int(inputs["input_ids"].shape[1]),
+        prompt_tokens=int(ids.shape[1]),
         config=asdict(config),
         tokens_per_layer=per_layer,
-        achieved_cost=report.achieved_cost[0],
-        flop_speedup=flop_ratio(model.config.text_config, text_tokens, video_tokens, per_layer),
-        prefill_seconds=prefill,
-        generate_seconds=generate_seconds,
-        reduction_seconds=report.reduction_seconds,
-        answers=answers,
-        question=question,
-        expected=expected,
+        achieved_cost=rounds.report.achieved_cost[0],
+        flop_speedup=flop_ratio(demo.model.config.text_config, text_tokens, video_tokens, per_layer),
+        prefill_seconds=rounds.prefill,
+        generate_seconds=rounds.generate,
+        reduction_seconds=rounds.report.reduction_seconds,
+        answers=rounds.answers,
+        question=demo.question,
+        expected=demo.expected,
         trained=trained,
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
@@ -245,8 +281,8 @@ def format_demo(result: DemoResult) -> str:
         "",
         f"  {'':28}{'untouched':>12}{'framefusion':>14}{'speed-up':>10}",
         f"  {'LLM prefill, median s':28}{pre_u:12.3f}{pre_f:14.3f}{pre_u / pre_f:9.2f}x",
-        f"  {'LLM prefill spread, max/min':28}{_ratio(prefill['untouched']):>12}"
-        f"{_ratio(prefill['framefusion']):>14}  (over {len(prefill['untouched'])} repeats)",
+        f"  {'LLM prefill spread, max/min':28}{spread_cell(prefill['untouched']):>12}"
+        f"{spread_cell(prefill['framefusion']):>14}  (over {len(prefill['untouched'])} repeats)",
         f"  {'generate (end to end), s':28}{gen_u:12.3f}{gen_f:14.3f}{gen_u / gen_f:9.2f}x",
         f"  {'FLOP bound (LLM prefill)':28}{'':12}{'':14}{result.flop_speedup:9.2f}x",
         f"  reduction itself: {result.reduction_seconds * 1000:.1f} ms"
@@ -258,8 +294,3 @@ def format_demo(result: DemoResult) -> str:
     ]
     caveat = timing_caveat(result.prefill_seconds.values())
     return "\n".join(lines + ([f"  {caveat}"] if caveat else []))
-
-
-def _ratio(times: list[float]) -> str:
-    ratio = spread_ratio(times)
-    return "-" if ratio is None else f"{ratio:.2f}x"

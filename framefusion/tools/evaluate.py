@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,24 +25,22 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .compare import _config_dict, _label, sweep
 from ..engine import apply
+from .compare import config_dict, method_label, pyplot, save_figure, sweep
+from .loading import training_info
 from .video import as_uint8_video
 
 __all__ = [
-    "ASSET_MODEL",
     "QAItem",
     "default_methods",
     "evaluate",
     "first_word",
-    "load_model",
     "load_qa",
     "plot_accuracy",
     "synthetic_test_set",
     "write_tables",
 ]
 
-ASSET_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
 UNTOUCHED = "untouched"
 
 
@@ -54,22 +51,6 @@ class QAItem:
     answer: str
     kind: str = ""
     source: str = ""
-
-
-def load_model(path: str | Path | None = None) -> tuple[Any, Any]:
-    """``(model, processor)`` from a saved folder (default: the shipped trained model), offline, eval mode,
-    on the CPU (any form :func:`framefusion.tools.loading.load_model` takes works too)."""
-    from .loading import load_model as load
-
-    model, processor, _ = load(path or ASSET_MODEL, device="cpu")
-    return model, processor
-
-
-def training_info(path: str | Path | None = None) -> dict:
-    """The ``training.json`` written beside a model by scripts/train_synthetic.py (default: the shipped
-    model's); ``{}`` when there is none."""
-    info = Path(path or ASSET_MODEL) / "training.json"
-    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | None = None, start: int = 0,
@@ -160,6 +141,44 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
     return words, costs
 
 
+def _accuracy_row(label: str, config: Any, words: Sequence[str], costs: Sequence[float], items: Sequence[QAItem],
+                  gold: Sequence[str]) -> dict:  # fmt: skip
+    """One setting's row: accuracy over all questions and per question kind, and the mean achieved cost
+    (1.0 untouched: ``costs`` is empty without a method)."""
+    ok = [w == g for w, g in zip(words, gold)]
+    kinds = sorted({it.kind for it in items if it.kind})
+    per_kind = {k: float(np.mean([o for o, it in zip(ok, items) if it.kind == k])) for k in kinds}
+    return dict(
+        label=label,
+        config=None if config is None else config_dict(config),
+        cost=None if config is None else getattr(config, "cost", None),
+        accuracy=float(np.mean(ok)),
+        correct=int(sum(ok)),
+        total=len(ok),
+        achieved_cost=float(np.mean(costs)) if costs else 1.0,
+        per_kind=per_kind,
+        answers=list(words),
+    )
+
+
+def _setting_rows(model, processor, items: Sequence[QAItem], configs: Sequence[Any], gold: Sequence[str],
+                  batch_size: int, new_tokens: int, progress: bool) -> list[dict]:  # fmt: skip
+    """The untouched row, then one row per config (the method applied around its questions only)."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for config in tqdm([None, *configs], desc="eval (methods x budgets)", disable=not progress):
+        if config is None:
+            words, costs = _answers(model, processor, items, batch_size, new_tokens, None, progress, UNTOUCHED)
+            rows.append(_accuracy_row(UNTOUCHED, None, words, costs, items, gold))
+            continue
+        with apply(model, config, processor=processor) as handle:
+            label = f"{method_label(config)} cost={getattr(config, 'cost', '-')}"
+            words, costs = _answers(model, processor, items, batch_size, new_tokens, handle, progress, label)
+        rows.append(_accuracy_row(method_label(config), config, words, costs, items, gold))
+    return rows
+
+
 def evaluate(
     model,
     processor,
@@ -176,8 +195,6 @@ def evaluate(
     Rows: label, config, cost (requested; None untouched), accuracy, drop (points vs untouched),
     achieved_cost, correct, total, per_kind accuracy. With ``out_dir`` writes eval.json/.md/.png.
     """
-    from tqdm.auto import tqdm
-
     if not items:
         raise ValueError("no questions to evaluate")
     if batch_size < 1 or new_tokens < 1:
@@ -185,35 +202,7 @@ def evaluate(
     configs = default_methods() if configs is None else list(configs)
     items = [replace(it, video=as_uint8_video(it.video, f"question {i}'s video")) for i, it in enumerate(items)]
     gold = [first_word(it.answer) for it in items]
-    kinds = sorted({it.kind for it in items if it.kind})
-
-    def row(label, config, words, costs):
-        ok = [w == g for w, g in zip(words, gold)]
-        per_kind = {
-            k: float(np.mean([o for o, it in zip(ok, items) if it.kind == k])) for k in kinds
-        }  # fmt: skip
-        return dict(
-            label=label,
-            config=None if config is None else _config_dict(config),
-            cost=None if config is None else getattr(config, "cost", None),
-            accuracy=float(np.mean(ok)),
-            correct=int(sum(ok)),
-            total=len(ok),
-            achieved_cost=float(np.mean(costs)) if costs else 1.0,
-            per_kind=per_kind,
-            answers=words,
-        )
-
-    rows = []
-    for config in tqdm([None, *configs], desc="eval (methods x budgets)", disable=not progress):
-        if config is None:
-            words, costs = _answers(model, processor, items, batch_size, new_tokens, None, progress, UNTOUCHED)
-            rows.append(row(UNTOUCHED, None, words, costs))
-        else:
-            with apply(model, config, processor=processor) as handle:
-                label = f"{_label(config)} cost={getattr(config, 'cost', '-')}"
-                words, costs = _answers(model, processor, items, batch_size, new_tokens, handle, progress, label)
-            rows.append(row(_label(config), config, words, costs))
+    rows = _setting_rows(model, processor, items, configs, gold, batch_size, new_tokens, progress)
     base = rows[0]["accuracy"]
     for r in rows:
         r["drop"] = round(100 * (base - r["accuracy"]), 4)
@@ -249,13 +238,8 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = 
 
 def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:
     """Accuracy against achieved cost, one line per method, the untouched model as a star and a line."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed (pip install framefusion[plots]); no plot written", stacklevel=2)
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     series: dict[str, list[dict]] = {}
@@ -273,9 +257,4 @@ def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Video QA accuracy vs compute")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path)

@@ -15,10 +15,13 @@ instead of the minutes of retries a plain ``from_pretrained`` spends offline.
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+# the small trained model shipped with framefusion (scripts/train_synthetic.py wrote it)
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
 TINY_PREFIX = "tiny:"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -30,6 +33,32 @@ SHIPPED = "trained on synthetic videos, shipped with framefusion"
 TINY = "tiny, random weights"
 CONFIG = "random weights"
 CHECKPOINT = "checkpoint"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load a model, beside which one: the options every model-loading command takes
+    (``--device``, ``--dtype``, ``--attn-implementation``, ``--device-map``, ``--trust-remote-code``), and
+    the shape of a shipped config (``size``, ``vision_depth``). See :func:`load_model`."""
+
+    device: Any = "auto"
+    dtype: Any = "auto"
+    attn_implementation: str | None = None
+    device_map: Any = None
+    trust_remote_code: bool = False
+    size: int | None = None
+    vision_depth: int | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`load_model` (values as given: a ``torch.dtype`` is not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def training_info(path: str | Path | None = None) -> dict:
+    """The ``training.json`` written beside a model by scripts/train_synthetic.py (default: the shipped
+    model's); ``{}`` when there is none."""
+    info = Path(path or SHIPPED_MODEL) / "training.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def model_forms() -> str:

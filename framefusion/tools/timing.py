@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-__all__ = ["LARGE_SPREAD", "spread_ratio", "spread_text", "timing_caveat"]
+__all__ = ["LARGE_SPREAD", "spread_cell", "spread_ratio", "spread_text", "timing_caveat"]
 
 # max/min above this: a busy machine or a model so small that noise outweighs the work being timed
 LARGE_SPREAD = 1.5
@@ -32,6 +32,12 @@ def spread_text(times: Sequence[float]) -> str:
     if ratio is None:
         return "one run"
     return f"{min(times):.3f}-{max(times):.3f} s, {ratio:.2f}x"
+
+
+def spread_cell(times: Sequence[float]) -> str:
+    """``"2.28x"`` (max/min over the repeats) for a table cell, or ``"-"`` for a single run."""
+    ratio = spread_ratio(times)
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def timing_caveat(series: Iterable[Sequence[float]], limit: float = LARGE_SPREAD) -> str | None:

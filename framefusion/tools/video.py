@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VideoClip", "as_uint8_video", "even_indices", "read_clip", "read_video"]
+__all__ = ["VideoClip", "as_uint8_video", "even_indices", "read_clip", "read_video", "resize_video"]
 
 VIDEO_FILES = "a video file FFmpeg can decode (e.g. .mp4, .mkv, .webm, .avi, .mov) with a video stream"
 _TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")  # FFmpeg's renderers of text files as pictures
@@ -56,6 +56,17 @@ def read_video(path: str | Path, num_frames: int | None = None) -> np.ndarray:
     """``(T, H, W, 3)`` uint8 RGB frames of a video file; with ``num_frames``, that many evenly spread
     (see :func:`read_clip`, which also gives their times)."""
     return read_clip(path, num_frames).frames
+
+
+def resize_video(video: np.ndarray, width: int, height: int | None = None) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 frames scaled to ``(T, height, width, 3)`` (bicubic; ``height`` defaults to
+    ``width``: square frames); the same array when the frames already have that size."""
+    from PIL import Image
+
+    height = width if height is None else height
+    if video.shape[1] == height and video.shape[2] == width:
+        return video
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in video])
 
 
 def read_clip(

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ..commands.run import DEFAULT_FRAMES, MAX_FPS_FRAMES, LoadedModel, answer, sample_clip
+from .answer import DEFAULT_FRAMES, MAX_FPS_FRAMES, LoadedModel, VideoAnswer, answer_video, sample_clip
 from .visualize import UnsupportedFamilyError, build_token_map, html_fragment, page_css, page_js, results_table
 from .webform import Form, Upload, discard_body, read_form
 
@@ -140,64 +140,49 @@ class WebDemo:
     # -------------------------------------------------------------------------------------- run
     def run(self, fields: dict[str, str], files: dict[str, Upload]) -> str:
         """The results section for one submitted form; raises ValueError/FileNotFoundError for bad input."""
-        from ..config import FrameFusionConfig
-
         question = fields.get("question", "").strip()
         if not question:
             raise ValueError("the question is empty: ask something about the video")
-        config = FrameFusionConfig(
-            cost=_number(fields, "cost", 0.3), similarity_threshold=_number(fields, "similarity_threshold", 0.6)
+        config = _config_from(fields)
+        clip, name = self._chosen_clip(fields, files)
+        with self._lock:  # the model answers one question at a time
+            result = answer_video(self.loaded, clip, question, config, video_name=name, compare=True,
+                                  max_new_tokens=self.max_new_tokens, warmup=0 if self._warm else 1,
+                                  progress=False)  # fmt: skip
+            self._warm = True
+            picture = self._token_map_html(result, f"{name}, {len(clip.frames)} frames | question: {question}")
+        return (
+            '<section id="ff-results"><h2>Answers</h2>'
+            f'<p class="ff-muted">{html.escape(name)}, {len(clip.frames)} frames of {clip.total_frames} '
+            f"({clip.duration:.2f} s), {result.video_tokens} video tokens; question: {html.escape(question)}</p>"
+            f"{results_table(_answer_rows(result))}{TIMING_NOTE}<h2>What FrameFusion kept</h2>"
+            f'<div class="ff-card">{picture}</div></section>'
         )
+
+    def _chosen_clip(self, fields: dict[str, str], files: dict[str, Upload]):
+        """``(clip, name)`` of the video the form picked: the upload, or the shipped demo video."""
         choice = fields.get("video", "shipped")
         if choice == "upload":
             upload = files.get("file")
             if upload is None or upload.size == 0:
                 raise ValueError("no video uploaded: choose a file, or pick the shipped demo video")
-            clip, name = self._sample(upload.path, upload.filename), Path(upload.filename).name
-        elif choice == "shipped":
-            clip, name = self._sample(self.default_video), self.default_video.name
-        else:
-            raise ValueError(f"video must be 'shipped' or 'upload', got {choice!r}")
-        video = clip.frames
-        with self._lock:
-            result = answer(
-                self.loaded,
-                clip,
-                question,
-                config,
-                video_name=name,
-                compare=True,
-                max_new_tokens=self.max_new_tokens,
-                warmup=0 if self._warm else 1,
-                progress=False,
-            )
-            self._warm = True
-            try:
-                tmap = build_token_map(
-                    self.loaded.model, self.loaded.processor, video, question, inputs=result.inputs,
-                    report=result.report, caption=f"{name}, {len(video)} frames | question: {question}",
-                )  # fmt: skip
-                picture = html_fragment(tmap)
-            except UnsupportedFamilyError as err:
-                picture = f'<p class="ff-muted">No token map: {html.escape(str(err))}</p>'
-        rows = {
-            n: {
-                "answer": result.answers[n],
-                "video tokens kept": result.video_tokens if n == "untouched" else result.kept_tokens,
-                "achieved cost": "1.000" if n == "untouched" else f"{result.achieved_cost:.3f}",
-                "time to first token, s": f"{result.seconds[n]['first_token']:.3f}",
-                "generate, s": f"{result.seconds[n]['generate']:.3f}",
-                "new tokens": result.seconds[n]["new_tokens"],
-            }
-            for n in ("untouched", "framefusion")
-        }
-        return (
-            '<section id="ff-results"><h2>Answers</h2>'
-            f'<p class="ff-muted">{html.escape(name)}, {len(video)} frames of {clip.total_frames} '
-            f"({clip.duration:.2f} s), {result.video_tokens} video tokens; question: {html.escape(question)}</p>"
-            f"{results_table(rows)}{TIMING_NOTE}<h2>What FrameFusion kept</h2>"
-            f'<div class="ff-card">{picture}</div></section>'
-        )
+            return self._sample(upload.path, upload.filename), Path(upload.filename).name
+        if choice == "shipped":
+            return self._sample(self.default_video), self.default_video.name
+        raise ValueError(f"video must be 'shipped' or 'upload', got {choice!r}")
+
+    def _token_map_html(self, result: VideoAnswer, caption: str) -> str:
+        """The token map of the reduced answer, from its report and inputs (no second forward); a line
+        saying why there is none for a family without the pictures' patch geometry."""
+        try:
+            tmap = build_token_map(
+                self.loaded.model, self.loaded.processor, result.video_frames, result.question,
+                inputs=result.inputs, report=result.report, caption=caption,
+            )  # fmt: skip
+            return html_fragment(tmap)
+        except UnsupportedFamilyError as err:
+            return f'<p class="ff-muted">No token map: {html.escape(str(err))}</p>'
+
 
     def _sample(self, path: Path, shown_as: str | None = None):
         """The clip to answer about: decoding keeps only the sampled frames, scaled down to the limit."""
@@ -208,6 +193,29 @@ class WebDemo:
                 raise
             reason = str(err).replace(str(path), shown_as)  # name the upload, not the temporary file
             raise ValueError(f"could not read the uploaded video {shown_as!r}: {reason}") from None
+
+
+def _config_from(fields: dict[str, str]):
+    from ..config import FrameFusionConfig
+
+    return FrameFusionConfig(
+        cost=_number(fields, "cost", 0.3), similarity_threshold=_number(fields, "similarity_threshold", 0.6)
+    )
+
+
+def _answer_rows(result: VideoAnswer) -> dict[str, dict]:
+    """The results table: one column per setting (untouched, framefusion), one row per quantity."""
+    return {
+        n: {
+            "answer": result.answers[n],
+            "video tokens kept": result.video_tokens if n == "untouched" else result.kept_tokens,
+            "achieved cost": "1.000" if n == "untouched" else f"{result.achieved_cost:.3f}",
+            "time to first token, s": f"{result.seconds[n]['first_token']:.3f}",
+            "generate, s": f"{result.seconds[n]['generate']:.3f}",
+            "new tokens": result.seconds[n]["new_tokens"],
+        }
+        for n in ("untouched", "framefusion")
+    }
 
 
 def _number(fields: dict[str, str], name: str, default: float) -> float:
@@ -258,116 +266,135 @@ def allowed_hosts(port: int) -> set[str]:
     return hosts | {"127.0.0.1", "localhost"} if port == 80 else hosts
 
 
-def _handler(app: WebDemo, quiet: bool):
-    in_flight = threading.BoundedSemaphore(app.limits.in_flight)
+class _DemoHandler(BaseHTTPRequestHandler):
+    """One connection to the demo. :func:`_handler` makes a subclass bound to one :class:`WebDemo`."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "framefusion-web"
-        timeout = app.limits.read_timeout  # every read from (and write to) the client waits at most this
+    server_version = "framefusion-web"
+    app: WebDemo
+    quiet: bool
+    in_flight: threading.BoundedSemaphore  # one place per request being read, decoded or answered
 
-        def log_message(self, format: str, *args: Any) -> None:
-            if not quiet:
-                sys.stderr.write(f"framefusion web: {self.address_string()} {format % args}\n")
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"framefusion web: {self.address_string()} {format % args}\n")
 
-        def _send(self, status: int, body: str, content_type: str = "text/html; charset=utf-8", **headers) -> None:
-            data = body.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            for name, value in headers.items():
-                self.send_header(name.replace("_", "-"), value)
-            self.end_headers()
-            self.wfile.write(data)
+    def _send(self, status: int, body: str, content_type: str = "text/html; charset=utf-8", **headers) -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _foreign(self) -> str:
-            """Why this request does not come from this server's own page ('' when it does)."""
-            port = self.server.server_address[1]
-            hosts = allowed_hosts(port)
-            host = (self.headers.get("Host") or "").strip().lower()
-            if host not in hosts:
-                return f"Host {host!r} is not this server (http://{HOST}:{port}/)"
-            origin = self.headers.get("Origin")
-            if origin is not None and origin.strip().lower() not in {f"http://{h}" for h in hosts}:
-                return f"Origin {origin!r} is another site: only pages of http://{HOST}:{port}/ may post here"
-            return ""
+    def _foreign(self) -> str:
+        """Why this request does not come from this server's own page ('' when it does)."""
+        port = self.server.server_address[1]
+        hosts = allowed_hosts(port)
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host not in hosts:
+            return f"Host {host!r} is not this server (http://{HOST}:{port}/)"
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.strip().lower() not in {f"http://{h}" for h in hosts}:
+            return f"Origin {origin!r} is another site: only pages of http://{HOST}:{port}/ may post here"
+        return ""
 
-        def _refuse(self, status: int, error: str, unread: int = 0, **headers) -> None:
-            """An error page, then the connection closes. A small unread body is read first: closing a
-            socket with data still unread resets it, and the client might lose the answer."""
-            self.close_connection = True
-            self._send(status, app.page(error=error), **headers)
-            if 0 < unread <= DRAIN_BYTES:
-                try:
-                    discard_body(self.rfile, unread, deadline=app.limits.body_deadline(unread))
-                except (OSError, ValueError):
-                    pass  # the client went away: nothing left to protect
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if why := self._foreign():
-                self._refuse(403, why)
-            elif path == "/":
-                self._send(200, app.page())
-            elif path == "/healthz":
-                self._send(200, "ok\n", "text/plain; charset=utf-8")
-            elif path == "/run":
-                self.send_response(303)
-                self.send_header("Location", "/")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            else:
-                self._send(404, app.page(error=f"no page {path}"))
-
-        def do_POST(self) -> None:
-            raw = self.headers.get("Content-Length")
-            length = int(raw) if raw is not None and raw.strip().isdigit() else None
-            unread = length or 0  # what is left to drain if the request is refused
-            if why := self._foreign():
-                self._refuse(403, why, unread)
-            elif raw is None:
-                self._refuse(411, "the request has no Content-Length: send the form with its length")
-            elif length is None:
-                self._refuse(400, f"bad Content-Length {raw!r}")
-            elif length > app.limits.upload_bytes:  # refused before reading any of it
-                limit = app.limits.upload_bytes / (1 << 20)
-                self._refuse(413, f"the upload is larger than the {limit:g} MiB this demo accepts")
-            elif self.path.split("?", 1)[0] != "/run":
-                self._refuse(404, f"no form at {self.path}", unread)
-            elif not in_flight.acquire(blocking=False):
-                n = app.limits.in_flight
-                busy = f"busy: {n} question{'s are' if n > 1 else ' is'} being answered (the most at once); try again"
-                self._refuse(503, busy, unread, Retry_After="5")
-            else:
-                try:
-                    self._answer(length)
-                finally:
-                    in_flight.release()
-
-        def _answer(self, length: int) -> None:
-            form = Form()
+    def _refuse(self, status: int, error: str, unread: int = 0, **headers) -> None:
+        """An error page, then the connection closes. A small unread body is read first: closing a
+        socket with data still unread resets it, and the client might lose the answer."""
+        self.close_connection = True
+        self._send(status, self.app.page(error=error), **headers)
+        if 0 < unread <= DRAIN_BYTES:
             try:
-                form = read_form(
-                    self.rfile,
-                    self.headers.get("Content-Type", ""),
-                    length,
-                    deadline=app.limits.body_deadline(length),
-                )
-                results = app.run(form.fields, form.files)
-            except TimeoutError:  # the socket's read timeout, or the body's deadline (BodyTimeout)
-                self.close_connection = True
-                return self._send(408, app.page(error="the upload stopped arriving; send it again"))
-            except (ValueError, TypeError, FileNotFoundError) as err:
-                self.close_connection = True
-                return self._send(400, app.page(form.fields, error=str(err)))
-            except Exception as err:  # keep serving; show what went wrong
-                self.close_connection = True
-                return self._send(500, app.page(form.fields, error=f"{type(err).__name__}: {err}"))
-            finally:
-                form.remove_files()
-            self._send(200, app.page(form.fields, results=results))
+                discard_body(self.rfile, unread, deadline=self.app.limits.body_deadline(unread))
+            except (OSError, ValueError):
+                pass  # the client went away: nothing left to protect
 
-    return Handler
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if why := self._foreign():
+            self._refuse(403, why)
+        elif path == "/":
+            self._send(200, self.app.page())
+        elif path == "/healthz":
+            self._send(200, "ok\n", "text/plain; charset=utf-8")
+        elif path == "/run":
+            self.send_response(303)
+            self.send_header("Location", "/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._send(404, self.app.page(error=f"no page {path}"))
+
+    def _post_refusal(self, raw: str | None, length: int | None) -> tuple[int, str, bool] | None:
+        """``(status, error, drain)`` when a POST is refused before its body is read (``drain``: read the
+        body's declared bytes first, when small); None when it may go on to wait for a place in flight."""
+        limits = self.app.limits
+        if why := self._foreign():
+            return 403, why, True
+        if raw is None:
+            return 411, "the request has no Content-Length: send the form with its length", False
+        if length is None:
+            return 400, f"bad Content-Length {raw!r}", False
+        if length > limits.upload_bytes:  # refused before reading any of it
+            mib = limits.upload_bytes / (1 << 20)
+            return 413, f"the upload is larger than the {mib:g} MiB this demo accepts", False
+        if self.path.split("?", 1)[0] != "/run":
+            return 404, f"no form at {self.path}", True
+        return None
+
+    def do_POST(self) -> None:
+        raw = self.headers.get("Content-Length")
+        length = int(raw) if raw is not None and raw.strip().isdigit() else None
+        unread = length or 0  # what is left to drain if the request is refused
+        if refusal := self._post_refusal(raw, length):
+            status, error, drain = refusal
+            self._refuse(status, error, unread if drain else 0)
+        elif not self.in_flight.acquire(blocking=False):
+            n = self.app.limits.in_flight
+            busy = f"busy: {n} question{'s are' if n > 1 else ' is'} being answered (the most at once); try again"
+            self._refuse(503, busy, unread, Retry_After="5")
+        else:
+            try:
+                self._answer(length)
+            finally:
+                self.in_flight.release()
+
+    def _answer(self, length: int) -> None:
+        app, form = self.app, Form()
+        try:
+            form = read_form(
+                self.rfile, self.headers.get("Content-Type", ""), length, deadline=app.limits.body_deadline(length)
+            )
+            results = app.run(form.fields, form.files)
+        except TimeoutError:  # the socket's read timeout, or the body's deadline (BodyTimeout)
+            self.close_connection = True
+            return self._send(408, app.page(error="the upload stopped arriving; send it again"))
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            self.close_connection = True
+            return self._send(400, app.page(form.fields, error=str(err)))
+        except Exception as err:  # keep serving; show what went wrong
+            self.close_connection = True
+            return self._send(500, app.page(form.fields, error=f"{type(err).__name__}: {err}"))
+        finally:
+            form.remove_files()
+        self._send(200, app.page(form.fields, results=results))
+
+
+def _handler(app: WebDemo, quiet: bool) -> type[_DemoHandler]:
+    """The request handler class of one server: bound to ``app``, with its own count of requests in flight."""
+    return type(
+        "Handler",
+        (_DemoHandler,),
+        {
+            "app": app,
+            "quiet": quiet,
+            "in_flight": threading.BoundedSemaphore(app.limits.in_flight),
+            "timeout": app.limits.read_timeout,  # every read from (and write to) the client waits at most this
+        },
+    )
 
 
 class _Server(ThreadingHTTPServer):

@@ -10,12 +10,13 @@ every stage but the last with its own cost after ``@`` and the last at the sweep
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
 from .methods import EVS, FastV, FastVID, FrameFusion, InputMerge, RandomPrune, ReductionMethod, Stack, UniformPrune, VidCom2
 
-__all__ = ["METHODS", "MethodEntry", "check_method_name", "config_for", "method_names"]
+__all__ = ["METHODS", "MethodChoices", "MethodEntry", "check_method_name", "config_for", "method_names"]
 
 #: FrameFusion's own settings (CLI ``--similarity-threshold``/``--ratio-threshold``, lmms-eval
 #: ``framefusion_similarity_threshold``/``framefusion_ratio_threshold``)
@@ -84,6 +85,29 @@ def config_for(name: str, cost: float = 0.3, **options: Any) -> ReductionMethod:
 
 
 def check_method_name(name: str) -> str:
-    """``name`` if ``config_for`` takes it (for argparse's ``type=``), else a ValueError saying why."""
-    config_for(name, 1.0)
+    """``name`` if ``config_for`` takes it, for argparse's ``type=``: else an ArgumentTypeError (a
+    ValueError) whose message says why, which argparse prints as it is."""
+    try:
+        config_for(name, 1.0)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return name
+
+
+class MethodChoices(list):
+    """The registered names, for argparse's ``choices=``: lists (and ``--help`` shows) the names,
+    and also admits stacks of them (``evs@0.5+framefusion``)."""
+
+    def __init__(self, names=None):
+        super().__init__(method_names() if names is None else names)
+
+    def __contains__(self, name: object) -> bool:
+        if list.__contains__(self, name):
+            return True
+        if not isinstance(name, str) or "+" not in name:
+            return False
+        try:
+            config_for(name, 1.0)
+        except ValueError:
+            return False
+        return all(stage.partition("@")[0] in set(self) | set(METHODS) for stage in name.split("+"))

@@ -11,13 +11,13 @@ import sys
 import threading
 from datetime import datetime, timezone
 
-from ..registry import config_for, method_names
+from ..registry import MethodChoices, check_method_name, config_for, method_names
 from ..tools.timing import timing_caveat
 from .common import add_config_arguments, check_size, config_from
 
 HELP = "speed, memory and compute: untouched vs FrameFusion (and baselines) side by side, as ratios"
 
-BASELINES = [name for name in method_names() if name != "framefusion"]
+BASELINES = MethodChoices([name for name in method_names() if name != "framefusion"])
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager")
 
@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--size", type=int, default=448, help="frame side in pixels (multiple of 28)")
     add_config_arguments(p, costs=True)
     p.add_argument(
-        "--baselines", nargs="*", default=[], choices=BASELINES, help="also run these methods at the same costs"
+        "--baselines", nargs="*", default=[], choices=BASELINES, type=check_method_name,
+        help="also run these methods at the same costs (stacks too: evs@0.5+framefusion)"
     )
     p.add_argument("--video", help="video file; without one, synthetic moving shapes")
     p.add_argument(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..registry import config_for, method_names
+from ..registry import MethodChoices, check_method_name, config_for, method_names
 from .common import add_model_arguments, check_model_arguments, model_options
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
 
-METHODS = tuple(method_names())
+METHODS = MethodChoices()
 
 
 def add_arguments(p) -> None:
@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--count", type=int, default=200, help="synthetic test questions (default 200)")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: as trained)")
     p.add_argument("--costs", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="budgets, each in (0, 1]")
-    p.add_argument("--methods", nargs="+", default=["framefusion", "fastv", "random"], choices=METHODS,
+    p.add_argument("--methods", nargs="+", default=["framefusion", "fastv", "random"], choices=METHODS, type=check_method_name,
                    help="methods to run at every budget")  # fmt: skip
     p.add_argument("--similarity-threshold", type=float, default=0.6, help="FrameFusion merge threshold")
     p.add_argument("--ratio-threshold", type=float, default=0.1, help="FrameFusion cascade threshold")

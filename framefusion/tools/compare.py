@@ -52,22 +52,19 @@ UNTOUCHED = "untouched"
 
 
 def sweep(configs: Iterable[Any], costs: Iterable[float]) -> list[Any]:
-    """Every config at every cost (``dataclasses.replace(config, cost=c)``; FastV's ratio is dropped)."""
-    out = []
+    """Every method at every cost (``method.with_cost(c)``: FastV's ratio gives way to the cost, a
+    stack's last stage takes it)."""
     costs = list(costs)
-    for config in configs:
-        for c in costs:
-            changes: dict[str, Any] = {"cost": c}
-            if getattr(config, "ratio", None) is not None:
-                changes["ratio"] = None
-            out.append(dataclasses.replace(config, **changes))
-    return out
+    return [config.with_cost(c) for config in configs for c in costs]
 
 
 def method_label(config: Any) -> str:
-    """The name a config's rows and plot lines go by: the method's name (FastV's ratio, when set, beside it)."""
-    method = config.make_method() if hasattr(config, "make_method") else config
-    name = getattr(method, "name", type(config).__name__)
+    """The name a method's rows and plot lines go by: its name (FastV's ratio, when set, beside it;
+    a stack's earlier stages with their costs)."""
+    stages = getattr(config, "stages", None)
+    if stages:
+        return "+".join(f"{s.name}@{s.cost:g}" for s in stages[:-1]) + f"+{stages[-1].name}"
+    name = getattr(config, "name", type(config).__name__)
     if getattr(config, "ratio", None) is not None:
         return f"{name} (R={config.ratio:g})"
     return name

@@ -76,7 +76,7 @@ from collections.abc import Sequence
 import torch
 
 from .selection import check_video_tokens
-from .tokens import _NORM_FLOOR, _power_of_two_scaled, top_k_indices, true_indices
+from .tokens import NORM_FLOOR, power_of_two_scaled, top_k_indices, true_indices
 
 __all__ = ["anchor_means", "fastvid_reduce", "FASTVID_DEFAULTS"]
 
@@ -255,8 +255,8 @@ def _globally_scaled(x: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    x = _power_of_two_scaled(x)
-    return x * x.norm(dim=-1, keepdim=True).clamp_min(_NORM_FLOOR).reciprocal()
+    x = power_of_two_scaled(x)
+    return x * x.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR).reciprocal()
 
 
 def _segments(frame_mean: torch.Tensor, c: int, tau: float, p: int):

@@ -21,7 +21,7 @@ __all__ = [
     "true_indices",
 ]
 
-_NORM_FLOOR = 1e-30
+NORM_FLOOR = 1e-30
 
 
 def previous_same_patch(patch: torch.Tensor) -> torch.Tensor:
@@ -47,15 +47,15 @@ def adjacent_similarity(hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tenso
     Computed in float32, scale-free: zero vectors give 0 (not NaN), and neither huge (bf16, fp16)
     nor tiny values overflow or underflow. No value is read back to the host.
     """
-    x = _power_of_two_scaled(hidden.float())
-    inv_norm = x.norm(dim=-1).clamp_min(_NORM_FLOOR).reciprocal()  # zero rows: dot 0, similarity 0
+    x = power_of_two_scaled(hidden.float())
+    inv_norm = x.norm(dim=-1).clamp_min(NORM_FLOOR).reciprocal()  # zero rows: dot 0, similarity 0
     has_prev = prev >= 0
     p = prev.clamp_min(0)  # (n,) rows without a predecessor read row 0 and are masked below
     sim = ((x * x[p]).sum(-1) * inv_norm * inv_norm[p]).clamp(-1.0, 1.0)
     return torch.where(has_prev, sim, torch.full_like(sim, float("-inf")))
 
 
-def _power_of_two_scaled(x: torch.Tensor) -> torch.Tensor:
+def power_of_two_scaled(x: torch.Tensor) -> torch.Tensor:
     """(n, d) rows scaled by the power of two that brings their largest entry into [0.5, 1).
 
     Multiplying by a power of two is exact, so the cosine of two rows is unchanged bit for bit

@@ -56,7 +56,7 @@ from __future__ import annotations
 import torch
 
 from .selection import check_video_tokens, frame_runs
-from .tokens import _NORM_FLOOR, _power_of_two_scaled, top_k_indices
+from .tokens import NORM_FLOOR, power_of_two_scaled, top_k_indices
 
 __all__ = ["vidcom2_keep", "VIDCOM2_TAU", "VIDCOM2_EPS"]
 
@@ -112,8 +112,8 @@ def _check_inputs(hidden: torch.Tensor, frame: torch.Tensor, k, tau: float, eps:
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     """(m, d) float32 rows scaled to unit length (zero rows stay zero), overflow-free."""
-    x = _power_of_two_scaled(x)
-    return x * x.norm(dim=-1, keepdim=True).clamp_min(_NORM_FLOOR).reciprocal()
+    x = power_of_two_scaled(x)
+    return x * x.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR).reciprocal()
 
 
 def _uniqueness(hidden: torch.Tensor, runs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,3 +1,4 @@
-"""Tools around the core: benchmark, comparison, evaluation, analysis, pictures, demo, web page,
-video reading, model loading and timing. The core (``algorithm``, ``methods``, ``adapters``,
-``engine``, ``report``, ``config``) never imports from here."""
+"""Tools around the core: answering a question about a video (``answer``), model loading,
+benchmark, comparison, evaluation, analysis, pictures, demo, web page, video reading and timing.
+The core (``algorithm``, ``methods``, ``adapters``, ``engine``, ``ledger``, ``report``, ``config``,
+``registry``) never imports from here."""

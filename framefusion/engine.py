@@ -10,6 +10,11 @@ Hooks (all removable, no model code copied or replaced):
 Per-call state is thread-local, so concurrent calls on one model do not mix. Samples of a batch
 are reduced independently and re-packed with left padding that the masks hide.
 
+The jobs around the hooks live beside this module: ``calls`` (per-call state: the batch's token
+slots, re-packing, what the cache will hold), ``ledger`` (the budget books the method never
+touches), ``masks`` (one mask builder for prefill and decode), ``probe`` (the last query's
+attention), ``generation`` (what an enclosing ``generate`` changes) and ``report``.
+
 Host synchronisation: the integer inputs (ids, masks, grids) are read to the host once per prefill
 and the video layout is found there; after that the device is read only where a method decides a
 count from data (FrameFusion: one read per merging layer and sample). Every tensor size the
@@ -23,22 +28,20 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from .adapters import Adapter, VideoLayout, adapter_for
-from .algorithm import true_indices
 from .cache_book import CacheBook, book_of, true_length, write_book
+from .calls import Call, Sample, Step
 from .generation import Generation, every_nth_row, row_repeats, wrap_generate
-from .ledger import Ledger
 from .masks import causal_mask, continuation_mask
 from .methods import FrameFusion, ReductionMethod, Replay
 from .outputs import mask_unscored_labels, restore_rows
 from .probe import last_query_attention
-from .report import Decision, PendingReport, ReductionReport, ReductionTimer, pending_report
+from .report import PendingReport, ReductionReport, ReductionTimer, pending_report
 
 __all__ = ["FrameFusionHandle", "apply"]
 
@@ -54,55 +57,6 @@ _NO_COPY = (
     "call handle.remove() first, copy or save the model (state_dict / save_pretrained work at any time), "
     "then framefusion.apply() to the copy"
 )
-
-
-@dataclass
-class _Sample:
-    """One batch row during prefill (tensors on the model's device, sizes known to the host)."""
-
-    layout: VideoLayout
-    ledger: Ledger | None  # the method's state and the row's budget books; None for a row without video
-    kept: torch.Tensor  # (m,) original positions of the row's valid tokens still present, ascending
-    ordinal: torch.Tensor  # (m,) index of each in layout, -1 for text
-    vision_slots: torch.Tensor  # (n,) where the n vision tokens still present sit among the m
-    decisions: list[Decision] = field(default_factory=list)
-
-
-@dataclass
-class _Call:
-    """State of one forward/generate call in one thread."""
-
-    samples: list[_Sample]
-    length: int  # original sequence length
-    padded: bool  # host: some slot of the current hidden states is padding (masks must hide it)
-    timer: ReductionTimer
-    method: ReductionMethod  # the handle's method, or a Replay of this generate call's first prefill
-    index: torch.Tensor | None = None  # (b, Lc) original position per slot, -1 for padding; None: not repacked
-    valid: torch.Tensor | None = None  # (b, Lc) slot holds a real token; None: no padding at all
-    mask_cache: tuple | None = None  # (key, mask) of the current prefill mask
-    position_cache: tuple | None = None  # (key, (cos, sin)) gathered for the current index
-    attention: str = "sdpa"  # the model's attention implementation for this call
-    first_layer: int = 0  # layers before it run unreduced (e.g. Qwen3-VL's deepstack layers)
-    book: CacheBook | None = None  # shortened layers so far; written to the cache at the end
-    cache: Any = None  # the KV cache of this prefill (held only while it runs)
-    generation: Generation | None = None  # the enclosing generate call, if any
-    # A call that brings a video to a conversation whose cache holds earlier turns: what the cache
-    # held (its book, its untouched length) and, per layer, the keys it held before this call.
-    prefix: "_Step | None" = None
-    offset: int = 0  # untouched length of the cache before this call (positions are relative to it)
-    prefix_held: dict = field(default_factory=dict)  # layer -> keys held before this call
-    prefill_done: bool = False
-    layers_seen: int = 0
-
-
-@dataclass
-class _Step:
-    """A call that continues a cache filled by a reduced prefill (decode step, later chat turn)."""
-
-    book: CacheBook
-    mask: torch.Tensor | None  # the call's 2-D attention mask over all tokens so far
-    attention: str  # the model's attention implementation
-    masks: dict = field(default_factory=dict)  # built masks, shared by the layers reduced together
 
 
 class FrameFusionHandle:
@@ -217,7 +171,7 @@ class FrameFusionHandle:
         book = book_of(cache)
         if book is None and not getattr(self._local, "recorded", None):
             return None  # an unreduced cache and nothing new to reduce: the model's own way is right
-        step = _Step(book or CacheBook(seen), kwargs.get("attention_mask"), _attention_impl(self.adapter))
+        step = Step(book or CacheBook(seen), kwargs.get("attention_mask"), _attention_impl(self.adapter))
         if getattr(self._local, "recorded", None):  # the vision tower ran: a video arrives in a later turn
             self._local.call = self._start_call(kwargs, input_ids, prefix=step)
             if self._local.call is not None:
@@ -226,7 +180,7 @@ class FrameFusionHandle:
             self._local.step = step
         return None
 
-    def _start_call(self, kwargs: dict, input_ids, prefix: "_Step | None" = None) -> _Call | None:
+    def _start_call(self, kwargs: dict, input_ids, prefix: "Step | None" = None) -> Call | None:
         if input_ids is None or input_ids.ndim != 2:
             if not self._warned_no_ids:
                 self._warned_no_ids = True
@@ -258,9 +212,9 @@ class FrameFusionHandle:
         method = self.method
         if generation is not None and generation.decisions is not None:
             method = Replay(generation.decisions)
-        samples = [self._start_sample(method, b, layout, valid[b], device) for b, layout in enumerate(layouts)]
+        samples = [Sample.start(method, b, layout, valid[b], self.num_layers, device) for b, layout in enumerate(layouts)]
         padded = not bool(valid.all())
-        return _Call(
+        return Call(
             samples,
             length,
             padded,
@@ -292,20 +246,6 @@ class FrameFusionHandle:
         layouts = self.adapter.video_layouts(every_nth_row(host, repeats))
         return None if layouts is None else [layout for layout in layouts for _ in range(repeats)]
 
-    def _start_sample(self, method, b: int, layout: VideoLayout, row_valid: torch.Tensor, device) -> _Sample:
-        """Row ``b``'s bookkeeping, worked out on the host (layout, row_valid: host tensors) and
-        moved to the device once."""
-        kept = row_valid.nonzero(as_tuple=True)[0]  # (m,)
-        last = int(kept[-1]) if kept.numel() else -1
-        # Padding is never a vision token, nor the last token (its query drives generation).
-        layout = layout.select(row_valid[layout.positions] & (layout.positions != last))
-        ordinal = torch.full((row_valid.numel(),), -1, dtype=torch.long)
-        ordinal[layout.positions] = torch.arange(len(layout))
-        ordinal = ordinal[kept]
-        vision_slots = (ordinal >= 0).nonzero(as_tuple=True)[0]
-        ledger = Ledger(method, len(layout), self.num_layers, sample=b) if len(layout) else None
-        return _Sample(layout.to(device), ledger, kept.to(device), ordinal.to(device), vision_slots.to(device))
-
     def _layer_hook(self, layer_idx: int):
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
@@ -323,7 +263,7 @@ class FrameFusionHandle:
         return hook
 
     # ---------------------------------------------------------------- prefill
-    def _prefill_layer(self, call: _Call, layer_idx: int, layer, hidden, args, kwargs):
+    def _prefill_layer(self, call: Call, layer_idx: int, layer, hidden, args, kwargs):
         device = hidden.device
         mark = call.timer.start(device)
         call.layers_seen += 1
@@ -333,18 +273,18 @@ class FrameFusionHandle:
         batch = hidden.shape[0]
         full_cos, full_sin = full_cos.expand(batch, -1, -1), full_sin.expand(batch, -1, -1)
         before = call.index
-        cos, sin = self._positions(call, full_cos, full_sin)
+        cos, sin = call.positions(full_cos, full_sin)
         hidden = self._reduce(call, layer_idx, layer, hidden, cos, sin)
         result = None
         if call.index is not None:
             if call.index is not before:
-                cos, sin = self._positions(call, full_cos, full_sin)
+                cos, sin = call.positions(full_cos, full_sin)
             kwargs = dict(kwargs)
             kwargs["position_embeddings"] = (cos, sin)
-            prefix_valid = self._prefix_valid(call, layer_idx)
+            prefix_valid = call.prefix_valid(layer_idx)
             kwargs["attention_mask"] = self._prefill_mask(call, hidden.dtype, prefix_valid)
             kwargs["position_ids"] = None
-            self._book_layer(call, layer_idx, prefix_valid)
+            call.book_layer(layer_idx, prefix_valid)
             if args:
                 args = (hidden,) + tuple(args[1:])
             else:
@@ -357,149 +297,41 @@ class FrameFusionHandle:
             self._finish_prefill(call)
         return result
 
-    def _prefix_valid(self, call: _Call, layer_idx: int) -> torch.Tensor | None:
-        """(b, held) which of the keys that layer ``layer_idx`` held before this call are real; None
-        for a call without earlier turns."""
-        if call.prefix is None:
-            return None
-        held = call.prefix_held[layer_idx]
-        earlier = call.prefix.book.layer_valid.get(layer_idx)
-        batch, device = call.valid.shape[0], call.valid.device
-        if earlier is None:
-            return torch.ones(batch, held, dtype=torch.bool, device=device)
-        later = torch.ones(batch, held - earlier.shape[1], dtype=torch.bool, device=device)  # decoded since
-        return torch.cat([earlier.to(device), later], dim=1)
-
-    @staticmethod
-    def _book_layer(call: _Call, layer_idx: int, prefix_valid: torch.Tensor | None) -> None:
-        """Record what layer ``layer_idx``'s cache will hold after this call: every key it held
-        before (``prefix_valid``) and the slots present now."""
-        book = call.book = call.book or CacheBook(call.offset + call.length)
-        if prefix_valid is None:
-            book.layer_valid[layer_idx] = call.valid
-            book.layer_padded[layer_idx] = call.padded
-        else:
-            book.layer_valid[layer_idx] = torch.cat([prefix_valid, call.valid], dim=1)
-            book.layer_padded[layer_idx] = call.padded or call.prefix.book.layer_padded.get(layer_idx, False)
-
-    @staticmethod
-    def _positions(call: _Call, full_cos: torch.Tensor, full_sin: torch.Tensor):
-        """cos/sin of the slots present: gathered once per re-packing and reused by later layers."""
-        if call.index is None:
-            return full_cos, full_sin
-        key = (full_cos.data_ptr(), id(call.index))
-        if call.position_cache is None or call.position_cache[0] != key:
-            call.position_cache = (key, (_gather(full_cos, call.index), _gather(full_sin, call.index)))
-        return call.position_cache[1]
-
-    def _reduce(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
-        """Run the method for every sample at this layer; repack the batch if anything changed."""
+    def _reduce(self, call: Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
+        """Run the method for every sample at this layer; repack the batch if anything changed;
+        charge every row's books with the tokens this layer runs with."""
         scores_cache: list = []
 
         def importance_for(b: int):
             def compute():
                 if not scores_cache:
                     scores_cache.append(self._importance(call, layer_idx, layer, hidden, cos, sin))
-                return scores_cache[0][b, self._vision_slots_in_hidden(call, b)]
+                return scores_cache[0][b, call.vision_slots_in_hidden(b)]
 
             return compute
 
         reductions = {}
-        for b in self._live_samples(call, layer_idx):
-            reduction = self._decide(call, b, layer_idx, hidden, importance_for(b))
+        for b in call.live_samples(layer_idx):
+            reduction = call.decide(b, layer_idx, hidden, importance_for(b))
             if reduction is not None:
                 reductions[b] = reduction
         if reductions:
-            rows = [
-                self._apply_reduction(sample, layer_idx, hidden[b, self._row_slots(call, b)], reductions.get(b))
-                for b, sample in enumerate(call.samples)
-            ]
-            hidden = self._repack(call, rows, hidden)
-        for sample in call.samples:  # the books: this layer runs with the vision tokens now present
-            if sample.ledger is not None:
-                sample.ledger.charge(len(sample.vision_slots))
+            rows = [sample.apply(layer_idx, hidden[b, call.row_slots(b)], reductions.get(b)) for b, sample in enumerate(call.samples)]
+            hidden = call.repack(rows, hidden)
+        call.charge_books()
         return hidden
 
-    @staticmethod
-    def _live_samples(call: _Call, layer_idx: int) -> list[int]:
-        """Rows whose method decides at this layer (the others pass their tokens through)."""
-        if layer_idx < call.first_layer:
-            return []
-        return [b for b, s in enumerate(call.samples) if s.ledger is not None and s.ledger.active()]
-
-    def _apply_reduction(self, sample: _Sample, layer_idx: int, row: torch.Tensor, red) -> torch.Tensor:
-        """row: (m, d) the sample's present tokens; returns the tokens that stay, merges applied.
-        Sizes come from ``red.count`` (known to the host), so nothing is read from the device."""
-        if red is None:
-            return row
-        count = red.count if red.count is not None else int(red.keep.sum())
-        keep = red.keep.to(row.device)  # (n,) over the vision tokens present
-        sample.decisions.append(Decision(layer_idx, red.kind, keep, red.root, red.anchor_weight))  # to the host when read
-        m, n = len(sample.kept), len(sample.vision_slots)
-        keep_row = torch.ones(m, dtype=torch.bool, device=row.device)
-        keep_row[sample.vision_slots] = keep
-        if red.merged is not None:
-            row = row.clone()
-            row[sample.vision_slots[true_indices(keep, count)]] = red.merged.to(row.dtype)
-        stay = true_indices(keep_row, m - n + count)  # (m - n + count,)
-        sample.kept = sample.kept[stay]
-        sample.ordinal = sample.ordinal[stay]
-        sample.vision_slots = true_indices(sample.ordinal >= 0, count)
-        return row[stay]
-
-    def _decide(self, call: _Call, b: int, layer_idx: int, hidden, importance):
-        """The method's decision for row ``b``'s vision tokens present at this layer."""
-        sample = call.samples[b]
-        ordinal = sample.ordinal[sample.vision_slots]  # (n,) index of each vision token in the layout
-        return sample.ledger.decide(
-            layer_idx,
-            hidden[b, self._vision_slots_in_hidden(call, b)],
-            sample.layout.frame[ordinal],
-            sample.layout.patch[ordinal],
-            importance,
-        )
-
-    def _row_slots(self, call: _Call, b: int) -> torch.Tensor:
-        """(m,) slots of row b's present tokens in the current hidden tensor."""
-        sample = call.samples[b]
-        if call.index is None:
-            return sample.kept
-        width = call.index.shape[1]
-        return torch.arange(width - len(sample.kept), width, device=sample.kept.device)
-
-    def _vision_slots_in_hidden(self, call: _Call, b: int) -> torch.Tensor:
-        """(n,) slots of row b's vision tokens in the current hidden tensor."""
-        return self._row_slots(call, b)[call.samples[b].vision_slots]
-
-    def _repack(self, call: _Call, rows: list[torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
-        """Left-pad the rows (m_b, d) into one (b, max m_b, d) tensor; index/valid say what sits where."""
-        width = max(r.shape[0] for r in rows)
-        batch = len(rows)
-        device = hidden.device
-        packed = hidden.new_zeros((batch, width, hidden.shape[-1]))
-        index = torch.full((batch, width), -1, dtype=torch.long, device=device)
-        for b, (row, sample) in enumerate(zip(rows, call.samples)):
-            n = row.shape[0]
-            if n:
-                packed[b, width - n :] = row
-                index[b, width - n :] = sample.kept.to(device)
-        call.index = index
-        call.valid = index >= 0
-        call.padded = any(r.shape[0] < width for r in rows)  # padding tokens were dropped with the rows
-        call.mask_cache = None
-        return packed
-
-    def _importance(self, call: _Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
+    def _importance(self, call: Call, layer_idx: int, layer, hidden, cos, sin) -> torch.Tensor:
         """(b, Lc) attention of each row's last token to every slot, averaged over heads (float32).
         In a call that continues earlier turns, the keys those turns cached share the softmax."""
         cached_keys = cached_valid = None
         if call.prefix is not None and call.prefix_held[layer_idx]:
             cached_keys = call.cache.layers[layer_idx].keys  # (b, kv_heads, P, d)
-            cached_valid = self._prefix_valid(call, layer_idx)  # (b, P)
+            cached_valid = call.prefix_valid(layer_idx)  # (b, P)
         valid = call.valid if call.padded else None
         return last_query_attention(self.adapter, layer, hidden, cos, sin, valid, cached_keys, cached_valid)
 
-    def _prefill_mask(self, call: _Call, dtype: torch.dtype, prefix_valid: torch.Tensor | None = None):
+    def _prefill_mask(self, call: Call, dtype: torch.dtype, prefix_valid: torch.Tensor | None = None):
         """Mask of the present slots (causal, padding hidden), after the keys earlier turns cached
         (``prefix_valid`` (b, P): which of them are real) in a call that continues a conversation."""
         impl = call.attention
@@ -516,7 +348,7 @@ class FrameFusionHandle:
         call.mask_cache = (key, mask)
         return mask
 
-    def _finish_prefill(self, call: _Call) -> None:
+    def _finish_prefill(self, call: Call) -> None:
         call.prefill_done = True
         call.mask_cache = call.position_cache = None  # prefill only: do not hold an (Lc x Lc) mask while decoding
         decisions = [sample.decisions for sample in call.samples]
@@ -540,7 +372,7 @@ class FrameFusionHandle:
         )
         self._store_report(report)
 
-    def _carry_earlier_layers(self, call: _Call) -> None:
+    def _carry_earlier_layers(self, call: Call) -> None:
         """Layers that earlier turns shortened and this call did not: their bookkeeping grows by
         this call's tokens, all present (the tokens removed before stay removed)."""
         batch, device = call.valid.shape[0], call.valid.device
@@ -549,7 +381,7 @@ class FrameFusionHandle:
             if layer_idx in call.book.layer_valid:
                 continue
             now = torch.ones(batch, call.length, dtype=torch.bool, device=device)
-            call.book.layer_valid[layer_idx] = torch.cat([self._prefix_valid(call, layer_idx), now], dim=1)
+            call.book.layer_valid[layer_idx] = torch.cat([call.prefix_valid(layer_idx), now], dim=1)
             call.book.layer_padded[layer_idx] = padded
 
     def _empty_report(self, batch: int, kept: list[list[int]]) -> PendingReport:
@@ -572,7 +404,7 @@ class FrameFusionHandle:
             self._last_report = report
 
     # ----------------------------------------------------------------- decode
-    def _decode_layer(self, step: _Step, layer_idx: int, hidden, args, kwargs):
+    def _decode_layer(self, step: Step, layer_idx: int, hidden, args, kwargs):
         book = step.book
         valid = book.layer_valid.get(layer_idx)  # (b, prefill) real key slots of this layer's prefill
         cache = _cache(kwargs)
@@ -612,12 +444,6 @@ def _host_copies(inputs: dict) -> dict:
         host[k] = flat[offset : offset + t.numel()].view(t.shape).to(t.dtype)
         offset += t.numel()
     return host
-
-
-def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x: (b, L, d) gathered at index (b, Lc) (padding -1 reads slot 0)."""
-    idx = index.clamp_min(0).to(x.device)
-    return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
 
 
 def _cache(kwargs: dict):

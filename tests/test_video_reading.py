@@ -7,7 +7,6 @@ RSS (VmHWM): holding the whole clip as RGB would take 2000 x 1280 x 720 x 3 byte
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..registry import MethodChoices, check_method_name, config_for, method_names
+from ..registry import MethodChoices, check_method_name, config_for
 from .common import add_model_arguments, check_model_arguments, model_options
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"

@@ -42,7 +42,7 @@ class Stack(ReductionMethod):
         costs = [1.0 if s.cost is None else s.cost for s in self.stages]
         if any(later > earlier for earlier, later in zip(costs, costs[1:])):
             raise ValueError(
-                f"the costs of a Stack's stages must not increase (the last one is the shared budget), got "
+                "the costs of a Stack's stages must not increase (the last one is the shared budget), got "
                 + ", ".join(f"{s.name}: {s.cost}" for s in self.stages)
             )
 

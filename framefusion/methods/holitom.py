@@ -22,10 +22,10 @@ Budget (``cost``), as ``docs/peers_notes.md``'s ``cost = r (K + (L - K)(1 - R)) 
 largest count with ``(K - a) c + (L - K) c2(c) <= remaining``, where ``c2(c) = c - floor(R c)``
 and ``remaining`` the token-layers the budget has left at layer ``a`` (``BudgetView.remaining``);
 without an inner stage ``c = BudgetView.max_constant()``. At layer K the method keeps
-``min(n, max_constant())`` of the n tokens present: exactly ``c2(c)`` as planned (c being the
-largest count that fits, the budget left affords exactly that), fewer merges where the input
-stage kept fewer than ``c`` (temporal merging alone went below it) or where ``c`` is capped at N
-(a large cost), and none when the budget affords every token (so ``cost=1`` is the identity).
+``min(n, max_constant())`` of the n tokens present: at least ``c2(c)`` as planned (the integer
+rounding of c may leave room for a token or so more), fewer merges where the input stage kept fewer
+than ``c`` (temporal merging alone went below it) or where ``c`` is capped at N (a large cost), and
+none when the budget affords every token (so ``cost=1`` is the identity).
 Every merge is a plain mean, so ``Replay`` reproduces the decisions.
 
 Native knob: ``HoliTom(retention=r)`` is the paper's retention ratio (``RETAIN_RATIO``): the input
@@ -181,7 +181,7 @@ class HoliTom(ReductionMethod):
         state.stage = DONE
         if self.cost is None:
             keep_count = self._kept_at_k(n)
-        else:  # c was the largest count that fits, so what is left affords exactly c2(c) from here on
+        else:  # c was planned to fit, so what is left affords at least c2(c) from here on
             keep_count = min(n, x.budget.max_constant())
         if keep_count >= n:
             return None

@@ -59,7 +59,7 @@ text does not list): ``tau = 0.8`` (``HOLITOM_TAU``); ``knn = 7`` (``HOLITOM_KNN
 
 Simplified or chosen here, and why:
 
-- the paper merges tokens with weights in some settings (an anchor weight); here every merge is a
+- the authors' scripts can weight the centre (an anchor weight) and average pairwise; here every merge is a
   plain mean, so a replay of the recorded groups reproduces the values exactly;
 - dominant/contextual split of the dynamic tokens: the paper's default keeps dynamic tokens by
   attention alone, which is what this does (no second DPC-kNN over the dynamic tokens);

@@ -6,7 +6,7 @@ handle.last_report()              # what the last prefill did
 handle.remove()                   # the model is as before
 
 A method is its own config (``FrameFusionConfig`` is another name for ``FrameFusion``). Other
-methods behind the same call: FastV, EVS, InputMerge, RandomPrune, UniformPrune, FrameFusion(merge=False)
+methods behind the same call: FastV, EVS, VidCom2, FastVID, HoliTom, InputMerge, RandomPrune, UniformPrune, FrameFusion(merge=False)
 / (prune=False), and Stack(...) of them under one budget; ``framefusion.registry`` names them all and
 framefusion.tools.compare.compare_methods puts them side by side.
 """
@@ -20,6 +20,7 @@ from .methods import (
     FastV,
     FastVID,
     FrameFusion,
+    HoliTom,
     InputMerge,
     LayerInput,
     RandomPrune,
@@ -43,6 +44,7 @@ __all__ = [
     "FastVID",
     "FrameFusion",
     "FrameFusionConfig",
+    "HoliTom",
     "InputMerge",
     "InputMergeConfig",
     "RandomPrune",

@@ -14,7 +14,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from .methods import EVS, FastV, FastVID, FrameFusion, InputMerge, RandomPrune, ReductionMethod, Stack, UniformPrune, VidCom2
+from .methods import EVS, FastV, FastVID, FrameFusion, HoliTom, InputMerge, RandomPrune, ReductionMethod, Stack, UniformPrune, VidCom2
 
 __all__ = ["METHODS", "MethodChoices", "MethodEntry", "check_method_name", "config_for", "method_names"]
 
@@ -43,6 +43,7 @@ METHODS: dict[str, MethodEntry] = {
     "evs": MethodEntry(EVS, "drop the tokens that changed least since the previous frame (arXiv 2510.14624)"),
     "vidcom2": MethodEntry(VidCom2, "per-frame budgets by frame uniqueness, then unique tokens (arXiv 2505.14454)"),
     "fastvid": MethodEntry(FastVID, "temporal segments, then density-peak pruning and merging (arXiv 2503.11187)"),
+    "holitom": MethodEntry(HoliTom, "temporal segments and merging, spatial merging at the input, then a merge at layer 18 (arXiv 2505.21334)"),
     "input-merge": MethodEntry(InputMerge, "DyCoke-style temporal merging at the input"),
     "random": MethodEntry(RandomPrune, "random pruning at the input (a floor)"),
     "uniform": MethodEntry(UniformPrune, "every (N/k)-th token (a floor)"),

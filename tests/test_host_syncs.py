@@ -13,7 +13,7 @@ import torch
 from host_syncs import HostSyncCounter
 
 import framefusion
-from framefusion import EVSConfig, FastVConfig, FrameFusionConfig, InputMergeConfig, RandomPruneConfig
+from framefusion import EVSConfig, FastVConfig, FrameFusionConfig, HoliTom, InputMergeConfig, RandomPruneConfig
 from framefusion.tiny_models import build_tiny
 
 from conftest import make_inputs
@@ -99,6 +99,7 @@ def _changing_layers(per_layer: list[int], tokens: int) -> int:
         InputMergeConfig(cost=0.3),
         RandomPruneConfig(cost=0.3),
         EVSConfig(cost=0.3),
+        HoliTom(cost=0.3, layer=4),  # the input stage and the layer-K merge
     ],
     ids=lambda c: repr(c)[:60],
 )

@@ -78,7 +78,7 @@ import torch
 from .selection import check_video_tokens
 from .tokens import NORM_FLOOR, power_of_two_scaled, top_k_indices, true_indices
 
-__all__ = ["anchor_means", "fastvid_reduce", "FASTVID_DEFAULTS"]
+__all__ = ["anchor_means", "density_peak_scores", "fastvid_reduce", "rank_in_run", "FASTVID_DEFAULTS"]
 
 FASTVID_DEFAULTS = dict(c=8, tau=0.9, d=0.4, p=4, beta=0.6, knn=4)
 
@@ -123,12 +123,12 @@ def fastvid_reduce(
         sal = (frames.scaled * frames.mean[frames.runs]).sum(-1)  # (n,)
     else:
         sal = salience.float()
-    ats = _rank_in_run(sal, frames.runs) < ats_t[frames.runs]
-    score = _density_score(  # 4. DTM anchors: density peaks of the anchor frames not taken by ATS
+    ats = rank_in_run(sal, frames.runs) < ats_t[frames.runs]
+    score = density_peak_scores(  # 4. DTM anchors: density peaks of the anchor frames not taken by ATS
         frames.x, frames.runs, frames.start, frames.size, frames.position - frames.start[frames.runs], frames.widest, knn
     )
     free = anchor_frame[frames.runs] & ~ats
-    anchor = free & (_rank_in_run(score, frames.runs, eligible=free) < dtm_t[frames.runs])
+    anchor = free & (rank_in_run(score, frames.runs, eligible=free) < dtm_t[frames.runs])
     keep = ats | anchor | _top_up(sal, frames, ~(ats | anchor), shortfall)  # 5. exactly k
     root = _join_anchors(frames, keep, anchor, seg_of_frame, k_dtm, shortfall)
     return keep, anchor_means(hidden, root, keep, k, beta), root
@@ -171,7 +171,7 @@ def _frame_budgets(frames: _Frames, seg_of_frame, anchor_frame, anchor_ordinal, 
 def _top_up(sal: torch.Tensor, frames: _Frames, rest: torch.Tensor, shortfall: torch.Tensor) -> torch.Tensor:
     """(n,) bool: ``shortfall`` of the ``rest`` tokens, round-robin over frames in salience order."""
     n, position = rest.shape[0], frames.position
-    order_key = torch.where(rest, _rank_in_run(sal, frames.runs, eligible=rest) * n + position, n * n + position)
+    order_key = torch.where(rest, rank_in_run(sal, frames.runs, eligible=rest) * n + position, n * n + position)
     topup = torch.zeros(n, dtype=torch.bool, device=rest.device)
     topup[torch.sort(order_key).indices] = position < shortfall
     return topup
@@ -292,7 +292,7 @@ def _largest_remainder(total: int, weight: torch.Tensor) -> torch.Tensor:
     return seats + extra
 
 
-def _rank_in_run(score: torch.Tensor, runs: torch.Tensor, eligible: torch.Tensor | None = None) -> torch.Tensor:
+def rank_in_run(score: torch.Tensor, runs: torch.Tensor, eligible: torch.Tensor | None = None) -> torch.Tensor:
     """(n,) 0-based rank within its run, by (eligible first, score descending, earlier token)."""
     n = score.numel()
     device = score.device
@@ -310,7 +310,7 @@ def _rank_in_run(score: torch.Tensor, runs: torch.Tensor, eligible: torch.Tensor
     return rank
 
 
-def _density_score(
+def density_peak_scores(
     x: torch.Tensor,
     runs: torch.Tensor,
     start_t: torch.Tensor,

@@ -104,16 +104,18 @@ def merge_means(
     Returns ``(keep, merged)``: ``keep`` marks the roots (the tokens that stay, in order) and
     ``merged`` holds their new hidden states, shape ``(keep.sum(), d)``, in ``hidden``'s dtype.
     Sums are accumulated in float32. ``count`` is the number of groups when the caller knows it;
-    without it, it is read back from the device (one host synchronisation).
+    without it, it is read back from the device (one host synchronisation). A token whose root is
+    -1 is dropped: it joins no group (HoliTom's input stage prunes some tokens and merges others).
     """
     n = hidden.shape[0]
     keep = root == torch.arange(n, device=root.device)
     if count is None:
         count = int(keep.sum())
-    sums = torch.zeros((n, hidden.shape[1]), dtype=torch.float32, device=hidden.device)
-    sums.index_add_(0, root, hidden.float())
-    sizes = torch.zeros(n, dtype=torch.float32, device=hidden.device)
-    sizes.index_add_(0, root, torch.ones(n, dtype=torch.float32, device=hidden.device))
+    into = torch.where(root >= 0, root, n)  # dropped tokens land in a spare row
+    sums = torch.zeros((n + 1, hidden.shape[1]), dtype=torch.float32, device=hidden.device)
+    sums.index_add_(0, into, hidden.float())
+    sizes = torch.zeros(n + 1, dtype=torch.float32, device=hidden.device)
+    sizes.index_add_(0, into, torch.ones(n, dtype=torch.float32, device=hidden.device))
     roots = true_indices(keep, count)
     merged = (sums[roots] / sizes[roots].unsqueeze(-1)).to(hidden.dtype)
     return keep, merged

@@ -7,6 +7,7 @@ from .evs import EVS
 from .fastv import FastV
 from .fastvid import FastVID
 from .framefusion import FrameFusion
+from .holitom import HoliTom
 from .input_merge import InputMerge
 from .oneshot import OneShotMethod
 from .replay import Replay
@@ -18,6 +19,7 @@ __all__ = [
     "FastV",
     "FastVID",
     "FrameFusion",
+    "HoliTom",
     "InputMerge",
     "LayerInput",
     "OneShotMethod",

@@ -76,7 +76,7 @@ from collections.abc import Sequence
 import torch
 
 from .selection import check_video_tokens
-from .tokens import NORM_FLOOR, power_of_two_scaled, top_k_indices, true_indices
+from .tokens import rank_in_run, top_k_indices, true_indices, unit_rows
 
 __all__ = ["anchor_means", "density_peak_scores", "fastvid_reduce", "rank_in_run", "FASTVID_DEFAULTS"]
 
@@ -114,7 +114,7 @@ def fastvid_reduce(
             hidden.new_zeros((0, hidden.shape[1])),
             torch.full((n,), -1, dtype=torch.long, device=device),
         )
-    frames = _Frames.of(hidden, _frame_sizes(frame, sizes, n))
+    frames = FrameTokens.of(hidden, _frame_sizes(frame, sizes, n))
     seg_of_frame, anchor_frame, anchor_ordinal = _segments(frames.mean, c, tau, p)  # 1. DySeg; (F,) each
     k_dtm = math.floor(d * k + 0.5)  # 2. budgets: density merging, then attention-based selection
     ats_t, dtm_t = _frame_budgets(frames, seg_of_frame, anchor_frame, anchor_ordinal, k - k_dtm, k_dtm)
@@ -134,7 +134,7 @@ def fastvid_reduce(
     return keep, anchor_means(hidden, root, keep, k, beta), root
 
 
-class _Frames:
+class FrameTokens:
     """The video's frames as the steps need them: run ids, sizes, starts, means (float32)."""
 
     def __init__(self, x, scaled, runs, size, start, mean, widest):
@@ -143,7 +143,7 @@ class _Frames:
         self.position = torch.arange(x.shape[0], device=x.device)  # (n,)
 
     @classmethod
-    def of(cls, hidden: torch.Tensor, sizes: list[int]) -> "_Frames":
+    def of(cls, hidden: torch.Tensor, sizes: list[int]) -> "FrameTokens":
         device, n = hidden.device, hidden.shape[0]
         size = torch.tensor(sizes, dtype=torch.long, device=device)  # (F,)
         start = size.cumsum(0) - size  # (F,)
@@ -154,7 +154,7 @@ class _Frames:
         return cls(x, scaled, runs, size, start, mean / size.unsqueeze(-1).float(), max(sizes))
 
 
-def _frame_budgets(frames: _Frames, seg_of_frame, anchor_frame, anchor_ordinal, k_ats: int, k_dtm: int):
+def _frame_budgets(frames: FrameTokens, seg_of_frame, anchor_frame, anchor_ordinal, k_ats: int, k_dtm: int):
     """(ats_t, dtm_t), (F,) each: ATS tokens per frame (largest remainder of ``k_ats`` by frame
     size); DTM tokens per anchor frame (``k_dtm`` by segment size, then evenly over the segment's
     anchor frames, capped by what ATS left free)."""
@@ -168,7 +168,7 @@ def _frame_budgets(frames: _Frames, seg_of_frame, anchor_frame, anchor_ordinal, 
     return ats_t, torch.minimum(dtm_t, frames.size - ats_t)
 
 
-def _top_up(sal: torch.Tensor, frames: _Frames, rest: torch.Tensor, shortfall: torch.Tensor) -> torch.Tensor:
+def _top_up(sal: torch.Tensor, frames: FrameTokens, rest: torch.Tensor, shortfall: torch.Tensor) -> torch.Tensor:
     """(n,) bool: ``shortfall`` of the ``rest`` tokens, round-robin over frames in salience order."""
     n, position = rest.shape[0], frames.position
     order_key = torch.where(rest, rank_in_run(sal, frames.runs, eligible=rest) * n + position, n * n + position)
@@ -177,7 +177,7 @@ def _top_up(sal: torch.Tensor, frames: _Frames, rest: torch.Tensor, shortfall: t
     return topup
 
 
-def _join_anchors(frames: _Frames, keep, anchor, seg_of_frame, k_dtm: int, shortfall) -> torch.Tensor:
+def _join_anchors(frames: FrameTokens, keep, anchor, seg_of_frame, k_dtm: int, shortfall) -> torch.Tensor:
     """(n,) root: kept tokens are their own; every other token joins the most similar anchor of its
     segment (ties: the earlier anchor), or -1 when its segment has none."""
     position = frames.position
@@ -187,7 +187,7 @@ def _join_anchors(frames: _Frames, keep, anchor, seg_of_frame, k_dtm: int, short
     seg_token = seg_of_frame[frames.runs]  # (n,)
     anchors = true_indices(anchor, k_dtm)  # (k_dtm,) padded with 0 past the real anchors
     valid = position[:k_dtm] < (k_dtm - shortfall)
-    unit = _unit_rows(frames.x)
+    unit = unit_rows(frames.x)
     sim = unit @ unit[anchors].T  # (n, k_dtm)
     allowed = (seg_token.unsqueeze(1) == seg_token[anchors].unsqueeze(0)) & valid.unsqueeze(0)
     sim = torch.where(allowed, sim, torch.full_like(sim, float("-inf")))
@@ -254,18 +254,13 @@ def _globally_scaled(x: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(x, (-exponent).clamp(-126, 126).to(x.dtype))
 
 
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    x = power_of_two_scaled(x)
-    return x * x.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR).reciprocal()
-
-
 def _segments(frame_mean: torch.Tensor, c: int, tau: float, p: int):
     """DySeg: (segment of each frame, anchor-frame flag, anchor ordinal within its segment), (F,) each."""
     num_frames = frame_mean.shape[0]
     device = frame_mean.device
     cut = torch.zeros(max(num_frames - 1, 0), dtype=torch.bool, device=device)
     if num_frames > 1:
-        unit = _unit_rows(frame_mean)
+        unit = unit_rows(frame_mean)
         transition = (unit[:-1] * unit[1:]).sum(-1).clamp(-1.0, 1.0)  # (F-1,)
         cut[top_k_indices(-transition, c - 1)] = True  # S1: the c-1 most dissimilar (ties: earlier)
         cut |= transition < tau  # S2
@@ -290,24 +285,6 @@ def _largest_remainder(total: int, weight: torch.Tensor) -> torch.Tensor:
     extra = torch.zeros_like(seats)
     extra[order] = (torch.arange(weight.numel(), device=weight.device) < left).long()
     return seats + extra
-
-
-def rank_in_run(score: torch.Tensor, runs: torch.Tensor, eligible: torch.Tensor | None = None) -> torch.Tensor:
-    """(n,) 0-based rank within its run, by (eligible first, score descending, earlier token)."""
-    n = score.numel()
-    device = score.device
-    order = torch.sort(score, descending=True, stable=True).indices
-    if eligible is not None:
-        order = order[torch.sort((~eligible[order]).to(torch.int8), stable=True).indices]
-    order = order[torch.sort(runs[order], stable=True).indices]
-    position = torch.arange(n, device=device)
-    sorted_runs = runs[order]
-    start = torch.zeros(n, dtype=torch.long, device=device)
-    if n > 1:
-        start[1:] = torch.where(sorted_runs[1:] != sorted_runs[:-1], position[1:], 0)
-    rank = torch.empty(n, dtype=torch.long, device=device)
-    rank[order] = position - start.cummax(0).values
-    return rank
 
 
 def density_peak_scores(

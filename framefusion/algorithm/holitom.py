@@ -74,9 +74,9 @@ import math
 
 import torch
 
-from .fastvid import _Frames, _unit_rows, density_peak_scores, rank_in_run
+from .fastvid import FrameTokens, density_peak_scores
 from .selection import check_video_tokens, frame_runs
-from .tokens import adjacent_similarity, merge_means, merge_roots, previous_same_patch, top_k_indices, true_indices
+from .tokens import adjacent_similarity, merge_means, merge_roots, previous_same_patch, rank_in_run, top_k_indices, true_indices, unit_rows
 
 __all__ = ["HOLITOM_KNN", "HOLITOM_TAU", "holitom_inner_merge", "holitom_input_reduce", "holitom_segments"]
 
@@ -174,7 +174,7 @@ def holitom_input_reduce(
     seats = _largest_remainder([S for _, S in static_groups] + dynamic, k)
     a_g, b_t = seats[: len(static_groups)], seats[len(static_groups) :]
 
-    frames = _Frames.of(hidden, sizes)
+    frames = FrameTokens.of(hidden, sizes)
     if salience is None:  # pseudo-[CLS] of the frame (FastVID's feature-only fallback)
         sal = (frames.scaled * frames.mean[frames.runs]).sum(-1)
     else:
@@ -233,7 +233,7 @@ def holitom_inner_merge(
     kept = top_k_indices(scores.to(device).float(), keep_count)  # ascending
     keep = torch.zeros(n, dtype=torch.bool, device=device)
     keep[kept] = True
-    unit = _unit_rows(hidden.float())
+    unit = unit_rows(hidden.float())
     sim = unit @ unit[kept].T  # (n, keep_count)
     best = kept[torch.argmax(sim, dim=1)]  # first maximum: the earlier kept token
     root = torch.where(keep, position, best)

@@ -17,8 +17,10 @@ __all__ = [
     "adjacent_similarity",
     "merge_roots",
     "merge_means",
+    "rank_in_run",
     "top_k_indices",
     "true_indices",
+    "unit_rows",
 ]
 
 NORM_FLOOR = 1e-30
@@ -130,3 +132,27 @@ def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     k = max(0, min(int(k), scores.numel()))
     order = torch.sort(scores, descending=True, stable=True).indices
     return torch.sort(order[:k]).values
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """(m, d) float32 rows scaled to unit length (zero rows stay zero), overflow-free."""
+    x = power_of_two_scaled(x)
+    return x * x.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR).reciprocal()
+
+
+def rank_in_run(score: torch.Tensor, runs: torch.Tensor, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """(n,) 0-based rank within its run, by (eligible first, score descending, earlier token)."""
+    n = score.numel()
+    device = score.device
+    order = torch.sort(score, descending=True, stable=True).indices
+    if eligible is not None:
+        order = order[torch.sort((~eligible[order]).to(torch.int8), stable=True).indices]
+    order = order[torch.sort(runs[order], stable=True).indices]
+    position = torch.arange(n, device=device)
+    sorted_runs = runs[order]
+    start = torch.zeros(n, dtype=torch.long, device=device)
+    if n > 1:
+        start[1:] = torch.where(sorted_runs[1:] != sorted_runs[:-1], position[1:], 0)
+    rank = torch.empty(n, dtype=torch.long, device=device)
+    rank[order] = position - start.cummax(0).values
+    return rank

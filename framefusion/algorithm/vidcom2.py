@@ -56,7 +56,7 @@ from __future__ import annotations
 import torch
 
 from .selection import check_video_tokens, frame_runs
-from .tokens import NORM_FLOOR, power_of_two_scaled, top_k_indices
+from .tokens import rank_in_run, top_k_indices, unit_rows
 
 __all__ = ["vidcom2_keep", "VIDCOM2_TAU", "VIDCOM2_EPS"]
 
@@ -95,7 +95,7 @@ def vidcom2_keep(
     quota = _capped_quotas(sizes, weight, k)  # (n,) q_t, sum k
 
     # Stage 2: rank of every token in its frame by score (descending; ties: the earlier token).
-    rank = _rank_in_run(score, runs)  # (n,)
+    rank = rank_in_run(score, runs)  # (n,)
     priority = quota[runs] - rank.to(torch.float64)
     keep[top_k_indices(priority, k)] = True
     return keep
@@ -108,12 +108,6 @@ def _check_inputs(hidden: torch.Tensor, frame: torch.Tensor, k, tau: float, eps:
     if not (isinstance(eps, (int, float)) and eps >= 0):
         raise ValueError(f"eps must be a number >= 0, got {eps!r}")
     return n
-
-
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """(m, d) float32 rows scaled to unit length (zero rows stay zero), overflow-free."""
-    x = power_of_two_scaled(x)
-    return x * x.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR).reciprocal()
 
 
 def _uniqueness(hidden: torch.Tensor, runs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,9 +123,9 @@ def _uniqueness(hidden: torch.Tensor, runs: torch.Tensor) -> tuple[torch.Tensor,
     frame_sum = torch.zeros_like(xs).index_add_(0, runs, xs)  # (n, d) slots 0..T-1 used
     frame_mean = frame_sum / count.clamp_min(1.0).unsqueeze(-1)
     video_mean = xs.mean(dim=0, keepdim=True)  # (1, d)
-    unit = _unit_rows(x)  # (n, d)
-    s_video = unit @ _unit_rows(video_mean)[0]  # (n,)
-    s_frame = (unit * _unit_rows(frame_mean)[runs]).sum(-1)  # (n,)
+    unit = unit_rows(x)  # (n, d)
+    s_video = unit @ unit_rows(video_mean)[0]  # (n,)
+    s_frame = (unit * unit_rows(frame_mean)[runs]).sum(-1)  # (n,)
     u_video = -s_video
     frame_u = torch.zeros(n, dtype=torch.float32, device=x.device).index_add_(0, runs, u_video)
     frame_u = frame_u / count.clamp_min(1.0)
@@ -158,18 +152,3 @@ def _capped_quotas(sizes: torch.Tensor, weight: torch.Tensor, k: int) -> torch.T
     return torch.where(real, torch.minimum(sizes, lam.index_select(0, first) * weight), torch.zeros_like(sizes))
 
 
-def _rank_in_run(score: torch.Tensor, runs: torch.Tensor) -> torch.Tensor:
-    """(n,) 0-based rank of every token within its run by descending score (ties: earlier token)."""
-    n = score.numel()
-    by_score = torch.sort(score, descending=True, stable=True).indices
-    order = by_score[torch.sort(runs[by_score], stable=True).indices]  # run-major, score-descending
-    position = torch.arange(n, device=score.device)
-    sorted_runs = runs[order]
-    start = torch.zeros(n, dtype=torch.long, device=score.device)
-    if n > 1:
-        new = sorted_runs[1:] != sorted_runs[:-1]
-        start[1:] = torch.where(new, position[1:], torch.zeros_like(position[1:]))
-    start = start.cummax(0).values  # position where each token's run starts in ``order``
-    rank = torch.empty(n, dtype=torch.long, device=score.device)
-    rank[order] = position - start
-    return rank

@@ -131,49 +131,64 @@ def holitom_input_reduce(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]:
     """HoliTom's outer-LLM reduction of one sample's vision tokens to ``min(k, m)`` (module docstring)."""
     n = _check(hidden, frame, patch, k, salience, tau, knn)
-    device = hidden.device
-    position = torch.arange(n, device=device)
     if k >= n:
-        return torch.ones(n, dtype=torch.bool, device=device), None, None, n
-    runs = frame_runs(frame)
-    prev = previous_same_patch(patch)
+        return torch.ones(n, dtype=torch.bool, device=hidden.device), None, None, n
+    runs = frame_runs(frame)  # (n,)
+    prev = previous_same_patch(patch)  # (n,)
+    chain_root, start, per_frame = _temporal_chains(hidden, runs, prev, tau)
+    segments = holitom_segments(per_frame, len(per_frame))
+    static, troot = _static_tokens(runs, prev, chain_root, start, segments)
+    m = n - sum(S * (e - s) for s, e, S in segments)  # tokens left after temporal merging
+    if k >= m:
+        keep, merged = merge_means(hidden, troot, m)
+        return keep, merged, troot, m
+    root = _spatial_roots(hidden, runs, static, troot, segments, [len(f) for f in per_frame], k, salience, knn)
+    keep, merged = merge_means(hidden, root, k)
+    return keep, merged, root, k
+
+
+def _temporal_chains(hidden: torch.Tensor, runs: torch.Tensor, prev: torch.Tensor, tau: float):
+    """Chains of tokens linked to the same patch of the frame just before (cosine > tau):
+    ``(chain_root (n,), start (n,): the chain's first frame, per_frame)``, ``per_frame`` the host
+    lists of chain starts per frame (the one host read: the segmentation decides the count)."""
     sim = adjacent_similarity(hidden, prev)
     p = prev.clamp_min(0)
     linked = (prev >= 0) & (runs[p] == runs - 1) & (sim > tau)
     chain_root = merge_roots(linked, prev)  # first token of each chain
     start = runs[chain_root]
     host = torch.stack([runs, start]).cpu().tolist()  # the one host read
-    num_frames = host[0][-1] + 1 if n else 0
-    per_frame: list[list[int]] = [[] for _ in range(num_frames)]
+    per_frame: list[list[int]] = [[] for _ in range(host[0][-1] + 1)]
     for r, a in zip(*host):
         per_frame[r].append(a)
-    sizes = [len(f) for f in per_frame]
-    segments = holitom_segments(per_frame, num_frames)
+    return chain_root, start, per_frame
 
+
+def _static_tokens(runs, prev, chain_root, start, segments) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(static (n,) bool, troot (n,))``: the tokens whose chain runs through their whole segment,
+    and the roots of temporal merging (each static chain into its token in the segment's first frame)."""
+    num_frames, device = len(segments) and segments[-1][1] + 1, runs.device
     seg_start = torch.zeros(num_frames, dtype=torch.long)
     seg_end = torch.zeros(num_frames, dtype=torch.long)
     for s, e, _ in segments:
         seg_start[s : e + 1], seg_end[s : e + 1] = s, e
     tok_start, tok_end = seg_start.to(device)[runs], seg_end.to(device)[runs]
-    chain_end = torch.zeros(n, dtype=torch.long, device=device).scatter_reduce_(
+    chain_end = torch.zeros(runs.shape[0], dtype=torch.long, device=device).scatter_reduce_(
         0, chain_root, runs, reduce="amax", include_self=False
     )[chain_root]  # last frame of each token's chain
     static = (tok_start < tok_end) & (start <= tok_start) & (chain_end >= tok_end)
-    troot = merge_roots(static & (runs > tok_start), prev)  # temporal merging into frame s
-    num_static = sum(S for _, _, S in segments)
-    merged_away = sum(S * (e - s) for s, e, S in segments)
-    m = n - merged_away
-    if k >= m:
-        root = troot
-        keep, merged = merge_means(hidden, root, m)
-        return keep, merged, root, m
+    return static, merge_roots(static & (runs > tok_start), prev)
 
-    # 3. Spatial: apportion k over the static groups (per segment) and dynamic groups (per frame).
-    static_groups = [(g, S) for g, (_, _, S) in enumerate(segments) if S > 0]
+
+def _spatial_roots(hidden, runs, static, troot, segments, sizes: list[int], k: int, salience, knn: int) -> torch.Tensor:
+    """(n,) roots after spatial reduction to ``k``: seats apportioned over the static groups (per
+    segment) and the dynamic tokens (per frame); a frame keeps its most salient dynamic tokens, a
+    segment's static chains cluster around DPC-kNN centres; -1: dropped."""
+    device, n = hidden.device, hidden.shape[0]
+    position = torch.arange(n, device=device)
+    static_groups = [S for _, _, S in segments if S > 0]
     dynamic = [sizes[t] - S for s, e, S in segments for t in range(s, e + 1)]
-    seats = _largest_remainder([S for _, S in static_groups] + dynamic, k)
+    seats = _largest_remainder(static_groups + dynamic, k)
     a_g, b_t = seats[: len(static_groups)], seats[len(static_groups) :]
-
     frames = FrameTokens.of(hidden, sizes)
     if salience is None:  # pseudo-[CLS] of the frame (FastVID's feature-only fallback)
         sal = (frames.scaled * frames.mean[frames.runs]).sum(-1)
@@ -182,33 +197,40 @@ def holitom_input_reduce(
     is_dynamic = ~static
     kept_dynamic = is_dynamic & (rank_in_run(sal, runs, eligible=is_dynamic) < torch.tensor(b_t, device=device)[runs])
     root = torch.where(kept_dynamic, position, torch.full_like(position, -1))
+    if not static_groups:
+        return root
+    into = _cluster_static_chains(frames, static, troot, static_groups, a_g, knn)
+    return torch.where(static, into[troot], root)
 
-    if num_static:
-        heads = true_indices(static & (troot == position), num_static)  # (S,) chain heads, by segment
-        group_sizes = [S for _, S in static_groups]
-        group = torch.tensor([g for g, S in enumerate(group_sizes) for _ in range(S)], device=device)
-        size_t = torch.tensor(group_sizes, dtype=torch.long, device=device)
-        start_t = size_t.cumsum(0) - size_t
-        chain_sum = torch.zeros_like(frames.x).index_add_(0, troot, frames.x)
-        chain_len = torch.zeros(n, device=device).index_add_(0, troot, torch.ones(n, device=device))
-        means = chain_sum[heads] / chain_len[heads].unsqueeze(-1)  # (S, d) float32
-        slot = torch.arange(num_static, device=device) - start_t[group]
-        score = density_peak_scores(means, group, start_t, size_t, slot, max(group_sizes), knn)
-        centre = rank_in_run(score, group) < torch.tensor(a_g, device=device)[group]
-        num_centres = sum(a_g)
-        head_root = torch.full((num_static,), -1, dtype=torch.long, device=device)
-        if num_centres:
-            centres = true_indices(centre, num_centres)  # (A,) positions among the heads
-            dist = torch.cdist(means, means[centres], compute_mode="donot_use_mm_for_euclid_dist")
-            same = group.unsqueeze(1) == group[centres].unsqueeze(0)
-            dist = torch.where(same, dist, torch.full_like(dist, float("inf")))
-            nearest = heads[centres][torch.argmin(dist, dim=1)]  # first minimum: the earlier centre
-            head_root = torch.where(same.any(dim=1), nearest, head_root)
-        into = torch.full((n,), -1, dtype=torch.long, device=device)
-        into[heads] = head_root
-        root = torch.where(static, into[troot], root)
-    keep, merged = merge_means(hidden, root, k)
-    return keep, merged, root, k
+
+def _cluster_static_chains(frames: FrameTokens, static, troot, group_sizes: list[int], a_g: list[int], knn: int) -> torch.Tensor:
+    """(n,) for each static chain's head, the head of the centre its chain joins (-1: none); the
+    chains of a segment are clustered by DPC-kNN on their means, ``a_g`` centres per segment."""
+    device, n = frames.x.device, frames.x.shape[0]
+    position = frames.position
+    num_static = sum(group_sizes)
+    heads = true_indices(static & (troot == position), num_static)  # (S,) chain heads, by segment
+    group = torch.tensor([g for g, S in enumerate(group_sizes) for _ in range(S)], device=device)
+    size_t = torch.tensor(group_sizes, dtype=torch.long, device=device)
+    start_t = size_t.cumsum(0) - size_t
+    chain_sum = torch.zeros_like(frames.x).index_add_(0, troot, frames.x)
+    chain_len = torch.zeros(n, device=device).index_add_(0, troot, torch.ones(n, device=device))
+    means = chain_sum[heads] / chain_len[heads].unsqueeze(-1)  # (S, d) float32
+    slot = torch.arange(num_static, device=device) - start_t[group]
+    score = density_peak_scores(means, group, start_t, size_t, slot, max(group_sizes), knn)
+    centre = rank_in_run(score, group) < torch.tensor(a_g, device=device)[group]
+    num_centres = sum(a_g)
+    head_root = torch.full((num_static,), -1, dtype=torch.long, device=device)
+    if num_centres:
+        centres = true_indices(centre, num_centres)  # (A,) positions among the heads
+        dist = torch.cdist(means, means[centres], compute_mode="donot_use_mm_for_euclid_dist")
+        same = group.unsqueeze(1) == group[centres].unsqueeze(0)
+        dist = torch.where(same, dist, torch.full_like(dist, float("inf")))
+        nearest = heads[centres][torch.argmin(dist, dim=1)]  # first minimum: the earlier centre
+        head_root = torch.where(same.any(dim=1), nearest, head_root)
+    into = torch.full((n,), -1, dtype=torch.long, device=device)
+    into[heads] = head_root
+    return into
 
 
 def holitom_inner_merge(

@@ -181,3 +181,54 @@ def test_accelerate_launch_two_cpu_processes_equal_one(tmp_path):
     assert [r["answers"] for r in a["rows"]] == [r["answers"] for r in b["rows"]]
     assert a["rows"] == b["rows"]
     assert (tmp_path / "one" / "eval.md").read_text() == (tmp_path / "two" / "eval.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------ lmms-eval
+
+
+def test_lmms_eval_entry_point_is_declared():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["lmms_eval.models"] == {"framefusion": "framefusion.integrations.lmms_eval:manifests"}
+
+
+def test_lmms_eval_classes_are_built_as_one_process_on_a_multi_process_cpu_run(monkeypatch):
+    import types
+
+    import torch
+
+    from framefusion.integrations import lmms_eval as lm
+
+    module = types.ModuleType("fake_lmms_model")
+    module.Accelerator = object
+    sys.modules["fake_lmms_model"] = module
+    cls = type("Fake", (), {"__module__": "fake_lmms_model"})
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with lm._built_as_one_process(cls):
+            acc = module.Accelerator()
+            assert acc.num_processes == 1 and acc.local_process_index == 0 and acc.device.type == "cpu"
+        assert module.Accelerator is object
+        monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing replaced
+        with lm._built_as_one_process(cls):
+            assert module.Accelerator is object
+    finally:
+        del sys.modules["fake_lmms_model"]
+
+
+def test_lmms_eval_framefusion_model_name_when_lmms_eval_is_installed():
+    pytest.importorskip("lmms_eval")
+    from lmms_eval.api.model import lmms
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    from framefusion.integrations import lmms_eval as lm
+
+    (manifest,) = lm.manifests()
+    assert isinstance(manifest, ModelManifest) and manifest.model_id == "framefusion"
+    assert issubclass(lm.FrameFusionLMM, lmms) and lm.FrameFusionLMM.is_simple
+    assert getattr(lmms.create_from_arg_string, "_framefusion", False)  # framefusion_* on the stock classes
+    with pytest.raises(ValueError, match="needs base_model="):
+        lm.FrameFusionLMM.create_from_arg_string("pretrained=x,framefusion_cost=0.3")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..registry import MethodChoices, check_method_name, config_for, method_names
+from ..registry import MethodChoices, check_method_name, config_for
 from .common import add_model_arguments, check_model_arguments, model_options
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
@@ -39,7 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", default="outputs/eval", help="folder for eval.json, eval.md, eval.png")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
-    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
+    p.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)"
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--shard", metavar="I/N", default=None,
                    help="answer only shard I of N (the batches I, I+N, ... of --batch questions) and write "

@@ -144,8 +144,9 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
     from ..data.synthetic_qa import chat_text
 
     words, costs = [], []
-    bar = tqdm(total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress,
-               mininterval=0)  # every batch shows, however fast
+    bar = tqdm(
+        total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress, mininterval=0
+    )  # every batch shows, however fast
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         inputs = processor(
@@ -284,7 +285,9 @@ def shard_indices(count: int, batch_size: int, shard: tuple[int, int]) -> list[i
     """The questions shard ``i`` of ``n`` answers: the batches ``i, i + n, ...`` of ``batch_size``
     questions, in order (so each question sits in the batch, and gets the padding, it gets in one process)."""
     i, n = shard
-    return [q for b in range(i, -(-count // batch_size), n) for q in range(b * batch_size, min((b + 1) * batch_size, count))]
+    return [
+        q for b in range(i, -(-count // batch_size), n) for q in range(b * batch_size, min((b + 1) * batch_size, count))
+    ]
 
 
 def evaluate_shard(
@@ -506,5 +509,7 @@ def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:
     ax.set(xlabel="achieved cost (share of vision-token compute)", ylabel="accuracy (%)", xlim=(0, 1.05))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Video QA accuracy vs compute" + (" (bars: 95% bootstrap interval)" if any(r.get("ci") for r in rows) else ""))
+    ax.set_title(
+        "Video QA accuracy vs compute" + (" (bars: 95% bootstrap interval)" if any(r.get("ci") for r in rows) else "")
+    )
     return save_figure(fig, path)

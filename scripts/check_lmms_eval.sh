@@ -27,9 +27,16 @@
 #      lmms-eval logs errors and still exits 0, so a run that writes no *_results.json fails the script.
 #   4. For comparison, framefusion's own `framefusion eval` on the same qa.json (no system prompt, PyAV
 #      decoding), untouched and FrameFusion at $COST.
+#   5. Without the launcher, and data-parallel: framefusion is installed into DIR/venv (pip install -e,
+#      --no-deps) so that lmms-eval finds its entry point (group lmms_eval.models), then plain
+#      `python -m lmms_eval` runs `--model framefusion --model_args base_model=qwen2_vl,...` (FrameFusion
+#      at $COST) and `--model qwen2_vl --model_args ...,framefusion_method=none` (untouched), each in one
+#      process and under `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes $PROCS`
+#      (CPU, gloo); the script fails unless the per-question answers of 1 and $PROCS processes are equal.
+#      DP=0 skips this step.
 #
 # Environment: MODEL, COUNT (8), COST (0.5), FPS (2), LMMS_VERSION (0.7.3), MAIN_PY (.venv/bin/python),
-# THREADS (1: torch CPU threads, to stay light on shared machines).
+# THREADS (1: torch CPU threads, to stay light on shared machines), DP (1), PROCS (2), PORT (29541).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +48,8 @@ COST=${COST:-0.5}
 FPS=${FPS:-2}
 LMMS_VERSION=${LMMS_VERSION:-0.7.3}
 THREADS=${THREADS:-1}
+DP=${DP:-1}
+PROCS=${PROCS:-2}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS TOKENIZERS_PARALLELISM=false
 VPY=$DIR/venv/bin/python
 log() { printf '\n== %s\n' "$*" >&2; }
@@ -195,4 +204,68 @@ for name in ("untouched", "framefusion"):
 rows = json.loads((d / "out" / "framefusion_eval" / "eval.json").read_text())
 for r in rows if isinstance(rows, list) else rows["rows"]:
     print(f"framefusion eval    {r['label']:11s}: accuracy {r['accuracy']:.3f} (achieved cost {r['achieved_cost']:.3f}); answers {r['answers']}")
+EOF
+
+# ------------------------------------------------------------------ 5. no launcher; 1 vs $PROCS processes
+[ "$DP" = "1" ] || exit 0
+if ! "$VPY" -c "import importlib.metadata as m, sys; sys.exit(not any(e.value.startswith('framefusion.') for e in m.entry_points(group='lmms_eval.models')))" 2>/dev/null \
+    || [ "$(cd "$DIR" && "$VPY" -c 'import framefusion, os; print(os.path.dirname(os.path.dirname(framefusion.__file__)))')" != "$ROOT" ]; then
+    log "5. installing framefusion from $ROOT into $DIR/venv (editable, --no-deps: for its lmms_eval.models entry point)"
+    "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" > "$DIR/install_ff.log" 2>&1 \
+        || { tail -20 "$DIR/install_ff.log" >&2; exit 1; }
+fi
+run_plain() {  # name, processes, model, model_args
+    local name=$1 procs=$2 model=$3 margs=$4
+    log "5. plain lmms-eval ($procs process(es)): $name"
+    rm -rf "$DIR/out/$name"
+    mkdir -p "$DIR/out/$name"
+    local launch=("$VPY")
+    if [ "$procs" -gt 1 ]; then
+        launch=("$VPY" -m accelerate.commands.launch --multi_gpu --num_processes "$procs" --num_machines 1
+                --mixed_precision no --dynamo_backend no --main_process_port "${PORT:-29541}")
+    fi
+    (cd "$DIR" && HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$DIR/hf_home" \
+        FRAMEFUSION_LOG=1 CUDA_VISIBLE_DEVICES="" ACCELERATE_USE_CPU=true \
+        "${launch[@]}" -m lmms_eval --model "$model" \
+        --model_args "pretrained=$DIR/model,device=cpu,device_map=cpu,max_num_frames=16,$margs" \
+        --tasks ffqa --include_path "$DIR/tasks" --batch_size 1 --limit "$COUNT" --log_samples \
+        --output_path "$DIR/out/$name") > "$DIR/out/$name.log" 2>&1 \
+        || { tail -40 "$DIR/out/$name.log" >&2; echo "check_lmms_eval: run $name failed (log: $DIR/out/$name.log)" >&2; exit 1; }
+    if [ -z "$(find "$DIR/out/$name" -name '*_results.json' -print -quit)" ]; then
+        grep -E 'Error|Traceback' -A3 "$DIR/out/$name.log" | tail -20 >&2
+        echo "check_lmms_eval: run $name wrote no results (log: $DIR/out/$name.log)" >&2
+        exit 1
+    fi
+}
+run_plain ff_1 1 framefusion "base_model=qwen2_vl,framefusion_cost=$COST"
+run_plain "ff_$PROCS" "$PROCS" framefusion "base_model=qwen2_vl,framefusion_cost=$COST"
+run_plain untouched_1 1 qwen2_vl "framefusion_method=none"
+run_plain "untouched_$PROCS" "$PROCS" qwen2_vl "framefusion_method=none"
+
+log "results: 1 vs $PROCS processes"
+"$VPY" - "$DIR" "$PROCS" <<'EOF'
+import json, re, sys
+from pathlib import Path
+
+d, procs = Path(sys.argv[1]), sys.argv[2]
+failed = False
+for kind in ("ff", "untouched"):
+    answers = {}
+    for n in ("1", procs):
+        name = f"{kind}_{n}"
+        samples = sorted((d / "out" / name).rglob("*_samples_ffqa.jsonl"))[-1]
+        rows = [json.loads(line) for line in samples.read_text().splitlines()]
+        answers[n] = {r["doc_id"]: r["filtered_resps"] if isinstance(r["filtered_resps"], str) else r["filtered_resps"][0]
+                      for r in rows}
+        log = (d / "out" / f"{name}.log").read_text()
+        costs = [float(c) for c in re.findall(r"framefusion: prefill \d+ sample \d+: .*?achieved cost ([0-9.]+)", log)]
+        res = sorted((d / "out" / name).rglob("*_results.json"))[-1]
+        acc = json.loads(res.read_text())["results"]["ffqa"]["exact_match,none"]
+        how = f" (mean achieved cost {sum(costs) / len(costs):.3f})" if costs else ""
+        print(f"lmms-eval {name:14s}: exact_match {acc:.3f}, {len(rows)} answers, {len(costs)} prefills reduced{how}")
+    same = answers["1"] == answers[procs]
+    failed |= not same
+    print(f"{kind}: per-question answers of 1 and {procs} processes {'identical' if same else 'DIFFER'}: "
+          f"{[answers['1'][k] for k in sorted(answers['1'])]}")
+sys.exit(1 if failed else 0)
 EOF

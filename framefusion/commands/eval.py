@@ -10,10 +10,22 @@ from .common import add_model_arguments, check_model_arguments, model_options
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
 
+DESCRIPTION = """Accuracy vs budget on video QA, with 95% bootstrap intervals (overall, per question kind, and the
+paired change against the untouched model).
+
+Data-parallel: under `accelerate launch --num_processes N -m framefusion eval ...` (or torchrun) each
+process answers its shard (the batches rank, rank + N, ... of --batch questions) and rank 0 gathers them
+(torch.distributed, gloo) and writes the same outputs, answer for answer, as one process. Without a
+launcher: `--shard i/N --out DIR` per process (writes DIR/shard-i-of-N.json), then
+`framefusion eval --merge DIR ... --out OUT`."""
+
 METHODS = MethodChoices()
 
 
 def add_arguments(p) -> None:
+    import argparse
+
+    p.description, p.formatter_class = DESCRIPTION, argparse.RawDescriptionHelpFormatter
     add_model_arguments(p, default_help="framefusion/assets/model, the shipped one")
     p.add_argument("--qa", help="JSON list of {video, question, answer} or a folder with qa.json "
                    "(default: the synthetic test split)")  # fmt: skip
@@ -27,6 +39,16 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", default="outputs/eval", help="folder for eval.json, eval.md, eval.png")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="answer only shard I of N (the batches I, I+N, ... of --batch questions) and write "
+                   "OUT/shard-I-of-N.json; merge the N files with --merge")  # fmt: skip
+    p.add_argument("--merge", nargs="+", metavar="PATH", default=None,
+                   help="merge shard files (or folders holding them) into eval.json/.md/.png in --out; "
+                   "loads no model (the methods, budgets and questions are the shards')")  # fmt: skip
 
 
 def _configs(args) -> list:
@@ -39,17 +61,83 @@ def _configs(args) -> list:
     return sweep([config_for(m, **ff) for m in dict.fromkeys(args.methods)], args.costs)
 
 
-def run(args) -> int:
-    from ..tools.answer import load_video_model
-    from ..tools.evaluate import evaluate, load_qa, synthetic_test_set
-    from ..tools.loading import training_info
+def _world() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) under a distributed launcher (accelerate launch, torchrun), else None."""
+    import os
 
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1 or "RANK" not in os.environ:
+        return None
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+
+
+def _check(args) -> None:
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.resamples < 1:
+        raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
+
+
+def _print(args, rows) -> None:
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows], indent=2))
+    else:
+        print((Path(args.out) / "eval.md").read_text())
+        print(f"written: {Path(args.out) / 'eval.json'}, eval.md, eval.png")
+
+
+def _merge(args) -> int:
+    from ..tools.evaluate import load_shards, merge_shards
+
+    _check(args)
+    rows = merge_shards(load_shards(args.merge), args.resamples, args.seed, out_dir=args.out)
+    _print(args, rows)
+    return 0
+
+
+def _gather(partial: dict, rank: int, world: int) -> list[dict] | None:
+    """Every rank's partial result on rank 0 (None elsewhere), over a gloo process group (made here when
+    the launcher left none: accelerate launch and torchrun only set the environment)."""
+    import torch.distributed as dist
+
+    made = not dist.is_initialized()
+    if made:
+        dist.init_process_group("gloo")
+    try:
+        group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+        gathered = [None] * world if rank == 0 else None
+        dist.gather_object(partial, gathered, dst=0, group=group)
+        dist.barrier(group=group)
+    finally:
+        if made:
+            dist.destroy_process_group()
+    return gathered
+
+
+def run(args) -> int:
+    from ..tools.answer import load_video_model
+    from ..tools.evaluate import evaluate_shard, load_qa, merge_shards, parse_shard, synthetic_test_set
+    from ..tools.loading import training_info
+
+    if args.merge:
+        return _merge(args)
+    _check(args)
+    world = _world()
+    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    if args.shard and world:
+        raise ValueError("--shard is for processes started one by one; under accelerate launch / torchrun "
+                         "each process takes its shard from RANK and WORLD_SIZE")  # fmt: skip
+    if world:
+        shard = world[:2]
+        if args.device in ("auto", "cuda"):  # one GPU per process, as accelerate launch expects
+            import torch
+
+            if torch.cuda.is_available():
+                args.device = f"cuda:{world[2] % torch.cuda.device_count()}"
     check_model_arguments(args)
     configs = _configs(args)
     loaded = load_video_model(args.model, model_options(args))
@@ -62,11 +150,18 @@ def run(args) -> int:
         items = synthetic_test_set(args.count, frames=args.frames, model_path=args.model)
         source = f"synthetic test split, {args.count} questions"
     meta = dict(model=str(args.model or "framefusion/assets/model"), questions_from=source)
-    rows = evaluate(loaded.model, loaded.processor, items, configs, batch_size=args.batch, out_dir=args.out,
-                    meta=meta, progress=not args.json)  # fmt: skip
-    if args.json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "answers"} for r in rows], indent=2))
-    else:
-        print((Path(args.out) / "eval.md").read_text())
-        print(f"written: {Path(args.out) / 'eval.json'}, eval.md, eval.png")
+    main_process = shard[0] == 0 if world else True
+    partial = evaluate_shard(loaded.model, loaded.processor, items, configs, shard, batch_size=args.batch, meta=meta,
+                             progress=not args.json and main_process,
+                             out_dir=args.out if args.shard else None)  # fmt: skip
+    if args.shard:
+        done = len(partial["indices"])
+        print(f"shard {shard[0]}/{shard[1]}: {done} of {len(items)} questions answered; written: "
+              f"{Path(args.out) / f'shard-{shard[0]}-of-{shard[1]}.json'} (merge: framefusion eval --merge DIR...)")  # fmt: skip
+        return 0
+    partials = _gather(partial, *world[:2]) if world else [partial]
+    if partials is None:  # not rank 0: rank 0 writes and prints
+        return 0
+    rows = merge_shards(partials, args.resamples, args.seed, out_dir=args.out)
+    _print(args, rows)
     return 0

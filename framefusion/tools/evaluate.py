@@ -9,6 +9,17 @@ its drop against the untouched model (in points), and the achieved cost (the mea
 the method's report). Written as ``eval.json``, ``eval.md`` and ``eval.png`` (accuracy against
 achieved cost, one line per method).
 
+Intervals: every accuracy (overall and per question kind) comes with a 95% confidence interval from a
+percentile bootstrap over questions (:data:`RESAMPLES` resamples, seeded: the same numbers every run),
+and every method's change against the untouched model with a *paired* interval: each resample draws one
+set of questions and both settings are scored on it, so the interval is that of the difference, not of
+two independent accuracies. Per kind, the resamples draw from that kind's questions only.
+
+Data-parallel: :func:`evaluate_shard` answers one shard of the questions (shard ``i`` of ``n`` takes the
+batches ``i, i + n, ...`` of ``batch_size`` questions, so every question is answered in the same batch,
+with the same padding, as in one process) and :func:`merge_shards` puts the shards back together into
+exactly the rows of :func:`evaluate` (which is itself one shard of one, merged).
+
 Question sets: the synthetic test split (:mod:`framefusion.data.synthetic_qa`, generated from its
 seeds, never trained on), or a JSON list of ``{"video": file, "question": ..., "answer": ...}``
 (file relative to the JSON file; a folder means its ``qa.json``).
@@ -32,16 +43,29 @@ from .video import as_uint8_video
 
 __all__ = [
     "QAItem",
+    "add_intervals",
+    "bootstrap_indices",
+    "bootstrap_interval",
     "default_methods",
     "evaluate",
+    "evaluate_shard",
     "first_word",
     "load_qa",
+    "load_shards",
+    "merge_shards",
+    "paired_change_interval",
+    "parse_shard",
     "plot_accuracy",
+    "shard_indices",
     "synthetic_test_set",
     "write_tables",
 ]
 
 UNTOUCHED = "untouched"
+RESAMPLES = 2000  # bootstrap resamples
+SEED = 0  # bootstrap seed
+LEVEL = 0.95  # confidence level of the intervals
+SHARD_FORMAT = "framefusion-eval-shard/1"
 
 
 @dataclass(frozen=True)
@@ -120,8 +144,9 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
     from ..data.synthetic_qa import chat_text
 
     words, costs = [], []
-    bar = tqdm(total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress,
-               mininterval=0)  # every batch shows, however fast
+    bar = tqdm(
+        total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress, mininterval=0
+    )  # every batch shows, however fast
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         inputs = processor(
@@ -141,17 +166,16 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
     return words, costs
 
 
-def _accuracy_row(label: str, config: Any, words: Sequence[str], costs: Sequence[float], items: Sequence[QAItem],
-                  gold: Sequence[str]) -> dict:  # fmt: skip
+def _accuracy_row(label: str, config: dict | None, cost: float | None, words: Sequence[str], costs: Sequence[float],
+                  kinds: Sequence[str], gold: Sequence[str]) -> dict:  # fmt: skip
     """One setting's row: accuracy over all questions and per question kind, and the mean achieved cost
-    (1.0 untouched: ``costs`` is empty without a method)."""
+    (1.0 untouched: ``costs`` is empty without a method). ``config``: the config as JSON (None untouched)."""
     ok = [w == g for w, g in zip(words, gold)]
-    kinds = sorted({it.kind for it in items if it.kind})
-    per_kind = {k: float(np.mean([o for o, it in zip(ok, items) if it.kind == k])) for k in kinds}
+    per_kind = {k: float(np.mean([o for o, kk in zip(ok, kinds) if kk == k])) for k in sorted(set(kinds) - {""})}
     return dict(
         label=label,
-        config=None if config is None else config_dict(config),
-        cost=None if config is None else getattr(config, "cost", None),
+        config=config,
+        cost=cost,
         accuracy=float(np.mean(ok)),
         correct=int(sum(ok)),
         total=len(ok),
@@ -161,21 +185,235 @@ def _accuracy_row(label: str, config: Any, words: Sequence[str], costs: Sequence
     )
 
 
-def _setting_rows(model, processor, items: Sequence[QAItem], configs: Sequence[Any], gold: Sequence[str],
-                  batch_size: int, new_tokens: int, progress: bool) -> list[dict]:  # fmt: skip
-    """The untouched row, then one row per config (the method applied around its questions only)."""
+def _setting_answers(model, processor, items: Sequence[QAItem], configs: Sequence[Any], batch_size: int,
+                     new_tokens: int, progress: bool) -> list[dict]:  # fmt: skip
+    """The untouched setting, then one per config (the method applied around its questions only): label,
+    config (JSON), cost, the first words answered and the achieved costs (none untouched), in question order."""
     from tqdm.auto import tqdm
 
-    rows = []
+    settings = []
     for config in tqdm([None, *configs], desc="eval (methods x budgets)", disable=not progress):
         if config is None:
             words, costs = _answers(model, processor, items, batch_size, new_tokens, None, progress, UNTOUCHED)
-            rows.append(_accuracy_row(UNTOUCHED, None, words, costs, items, gold))
+            settings.append(dict(label=UNTOUCHED, config=None, cost=None, answers=words, costs=costs))
             continue
         with apply(model, config, processor=processor) as handle:
             label = f"{method_label(config)} cost={getattr(config, 'cost', '-')}"
             words, costs = _answers(model, processor, items, batch_size, new_tokens, handle, progress, label)
-        rows.append(_accuracy_row(method_label(config), config, words, costs, items, gold))
+        settings.append(dict(label=method_label(config), config=config_dict(config), cost=getattr(config, "cost", None),
+                             answers=words, costs=[float(c) for c in costs]))  # fmt: skip
+    return settings
+
+
+# ------------------------------------------------------------------------------------------ intervals
+def bootstrap_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """(resamples, n) question indices, each row ``n`` draws with replacement from ``range(n)``; seeded."""
+    if n < 1 or resamples < 1:
+        raise ValueError(f"need at least one question and one resample, got {n} and {resamples}")
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n), dtype=np.int64)
+
+
+def _percentiles(values: np.ndarray, level: float) -> list[float]:
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_interval(correct: Sequence[bool], resamples: int = RESAMPLES, seed: int = SEED,
+                       level: float = LEVEL) -> list[float]:  # fmt: skip
+    """[low, high]: the percentile bootstrap interval of the accuracy of ``correct`` (one bool per question)."""
+    ok = np.asarray(correct, dtype=np.float64)
+    return _percentiles(ok[bootstrap_indices(len(ok), resamples, seed)].mean(1), level)
+
+
+def paired_change_interval(correct: Sequence[bool], reference: Sequence[bool], resamples: int = RESAMPLES,
+                           seed: int = SEED, level: float = LEVEL) -> list[float]:  # fmt: skip
+    """[low, high] of accuracy(correct) - accuracy(reference), in points, both scored on the same resampled
+    questions (a paired bootstrap)."""
+    ok, ref = np.asarray(correct, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if ok.shape != ref.shape:
+        raise ValueError(f"paired answers must cover the same questions, got {ok.shape} and {ref.shape}")
+    idx = bootstrap_indices(len(ok), resamples, seed)
+    return _percentiles(100 * (ok[idx].mean(1) - ref[idx].mean(1)), level)
+
+
+def interval_note(resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> str:
+    """How the intervals were computed, in words (written with the tables)."""
+    return (f"[low, high]: {100 * level:g}% percentile bootstrap interval over questions ({resamples} resamples, "
+            f"seed {seed}); per kind over that kind's questions; change vs untouched paired (both settings "
+            "scored on the same resampled questions)")  # fmt: skip
+
+
+def add_intervals(rows: Sequence[dict], gold: Sequence[str], kinds: Sequence[str] | None = None,
+                  resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> None:  # fmt: skip
+    """Add to every row (the first is the untouched model) ``ci`` ([low, high] of the accuracy),
+    ``per_kind_ci``, ``change`` (points against untouched, negative a loss) and ``change_ci`` (paired;
+    None for the untouched row), from the rows' ``answers`` and the ``gold`` first words."""
+    kinds = list(kinds) if kinds is not None else [""] * len(gold)
+    gold = np.asarray(gold, dtype=object)
+    idx = bootstrap_indices(len(gold), resamples, seed)  # the same resampled questions for every row
+    by_kind = {k: np.flatnonzero(np.asarray(kinds, dtype=object) == k) for k in sorted(set(kinds) - {""})}
+    kind_idx = {k: bootstrap_indices(len(where), resamples, seed) for k, where in by_kind.items()}
+    base = None
+    for r in rows:
+        ok = (np.asarray(r["answers"], dtype=object) == gold).astype(np.float64)
+        means = ok[idx].mean(1)
+        r["ci"] = _percentiles(means, level)
+        r["per_kind_ci"] = {k: _percentiles(ok[where][kind_idx[k]].mean(1), level) for k, where in by_kind.items()}
+        if base is None:
+            base = (ok, means)
+            r["change"], r["change_ci"] = 0.0, None
+            continue
+        r["change"] = round(100 * (float(ok.mean()) - float(base[0].mean())), 4)
+        r["change_ci"] = _percentiles(100 * (means - base[1]), level)
+
+
+# ------------------------------------------------------------------------------------------ shards
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n), with 0 <= i < n."""
+    index, sep, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard must be i/n with 0 <= i < n (e.g. 0/2), got {text!r}")
+    return i, n
+
+
+def shard_indices(count: int, batch_size: int, shard: tuple[int, int]) -> list[int]:
+    """The questions shard ``i`` of ``n`` answers: the batches ``i, i + n, ...`` of ``batch_size``
+    questions, in order (so each question sits in the batch, and gets the padding, it gets in one process)."""
+    i, n = shard
+    return [
+        q for b in range(i, -(-count // batch_size), n) for q in range(b * batch_size, min((b + 1) * batch_size, count))
+    ]
+
+
+def evaluate_shard(
+    model,
+    processor,
+    items: Sequence[QAItem],
+    configs: Sequence[Any] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    batch_size: int = 16,
+    new_tokens: int = 2,
+    meta: dict | None = None,
+    progress: bool = True,
+    out_dir: str | Path | None = None,
+) -> dict:
+    """Answer shard ``(i, n)`` of ``items`` (see :func:`shard_indices`) untouched and under every config.
+
+    Returns the partial result as JSON (with ``out_dir`` also written there as ``shard-i-of-n.json``): the
+    shard, the whole question set's gold answers, kinds and questions, and per setting the answers and
+    achieved costs of this shard's questions. :func:`merge_shards` turns the ``n`` partials into the rows."""
+    if not items:
+        raise ValueError("no questions to evaluate")
+    if batch_size < 1 or new_tokens < 1:
+        raise ValueError(f"batch_size and new_tokens must be >= 1, got {batch_size} and {new_tokens}")
+    parse_shard(f"{shard[0]}/{shard[1]}")
+    configs = default_methods() if configs is None else list(configs)
+    indices = shard_indices(len(items), batch_size, shard)
+    mine = [replace(items[q], video=as_uint8_video(items[q].video, f"question {q}'s video")) for q in indices]
+    settings = _setting_answers(model, processor, mine, configs, batch_size, new_tokens, progress) if mine else [
+        dict(label=UNTOUCHED, config=None, cost=None, answers=[], costs=[]),
+        *(dict(label=method_label(c), config=config_dict(c), cost=getattr(c, "cost", None), answers=[], costs=[])
+          for c in configs),
+    ]  # fmt: skip
+    partial = dict(
+        format=SHARD_FORMAT,
+        shard=[int(shard[0]), int(shard[1])],
+        batch_size=batch_size,
+        new_tokens=new_tokens,
+        meta=dict(meta or {}),
+        gold=[first_word(it.answer) for it in items],
+        kinds=[it.kind for it in items],
+        questions=[it.question for it in items],
+        indices=indices,
+        settings=settings,
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"shard-{shard[0]}-of-{shard[1]}.json").write_text(json.dumps(partial, indent=1))
+    return partial
+
+
+def load_shards(paths: Sequence[str | Path]) -> list[dict]:
+    """The partial results in ``paths``: files, or folders whose ``shard-*-of-*.json`` files are read."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("shard-*-of-*.json"))
+            if not found:
+                raise FileNotFoundError(f"no shard-*-of-*.json in {p} (written by framefusion eval --shard i/n)")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"shard file not found: {p}")
+    partials = []
+    for f in files:
+        try:
+            partial = json.loads(f.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{f} is not valid JSON: {err}") from err
+        if not isinstance(partial, dict) or partial.get("format") != SHARD_FORMAT:
+            raise ValueError(f"{f} is not a framefusion eval shard (format {SHARD_FORMAT})")
+        partials.append(partial)
+    return partials
+
+
+def _setting_key(setting: dict) -> str:
+    return json.dumps([setting["label"], setting["config"], setting["cost"]], sort_keys=True)
+
+
+def merge_shards(partials: Sequence[dict], resamples: int = RESAMPLES, seed: int = SEED,
+                 out_dir: str | Path | None = None, meta: dict | None = None) -> list[dict]:  # fmt: skip
+    """The rows of the whole question set from its ``n`` shards (any order; each exactly once): the
+    answers and achieved costs put back in question order, then accuracy, drop, intervals as
+    :func:`evaluate` gives them. With ``out_dir`` writes eval.json/.md/.png."""
+    if not partials:
+        raise ValueError("no shards to merge")
+    first = partials[0]
+    n = first["shard"][1]
+    seen = sorted(p["shard"][0] for p in partials)
+    if any(p["shard"][1] != n for p in partials) or seen != list(range(n)):
+        got = sorted(f"{p['shard'][0]}/{p['shard'][1]}" for p in partials)
+        raise ValueError(f"shards must be 0/n .. n-1/n of one run, each once; got {got}")
+    for p in partials[1:]:
+        for key in ("gold", "kinds", "questions", "batch_size", "new_tokens", "meta"):
+            if p[key] != first[key]:
+                raise ValueError(f"shards {first['shard']} and {p['shard']} differ in {key}: not the same run")
+        if [_setting_key(s) for s in p["settings"]] != [_setting_key(s) for s in first["settings"]]:
+            raise ValueError(f"shards {first['shard']} and {p['shard']} ran different methods or budgets")
+    count = len(first["gold"])
+    covered = sorted(q for p in partials for q in p["indices"])
+    if covered != list(range(count)):
+        raise ValueError(f"the shards cover {len(covered)} answers of {count} questions, not each question once")
+    rows = []
+    for j, setting in enumerate(first["settings"]):
+        words, costs = [None] * count, [None] * count
+        for p in partials:
+            s = p["settings"][j]
+            for k, q in enumerate(p["indices"]):
+                words[q] = s["answers"][k]
+                if s["costs"]:
+                    costs[q] = s["costs"][k]
+        costs = [] if setting["config"] is None else costs
+        rows.append(_accuracy_row(setting["label"], setting["config"], setting["cost"], words, costs, first["kinds"],
+                                  first["gold"]))  # fmt: skip
+    base = rows[0]["accuracy"]
+    for r in rows:
+        r["drop"] = round(100 * (base - r["accuracy"]), 4)
+    add_intervals(rows, first["gold"], first["kinds"], resamples, seed)
+    if out_dir is not None:
+        info = {**first["meta"], **(meta or {})}
+        if n > 1:
+            info["shards"] = n
+        extra = dict(gold=first["gold"], questions=first["questions"], kinds=first["kinds"],
+                     interval=interval_note(resamples, seed))  # fmt: skip
+        write_tables(rows, out_dir, {**info, **extra})
     return rows
 
 
@@ -189,55 +427,65 @@ def evaluate(
     out_dir: str | Path | None = None,
     meta: dict | None = None,
     progress: bool = True,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> list[dict]:
     """Accuracy of the untouched model and of every config (default :func:`default_methods`).
 
-    Rows: label, config, cost (requested; None untouched), accuracy, drop (points vs untouched),
-    achieved_cost, correct, total, per_kind accuracy. With ``out_dir`` writes eval.json/.md/.png.
+    Rows: label, config, cost (requested; None untouched), accuracy and ``ci`` (its 95% bootstrap
+    interval), drop (points vs untouched), change (its negative: points, a loss negative) and
+    ``change_ci`` (paired interval), achieved_cost, correct, total, per_kind accuracy and
+    ``per_kind_ci``, answers (first words, in question order). With ``out_dir`` writes eval.json/.md/.png.
     """
-    if not items:
-        raise ValueError("no questions to evaluate")
-    if batch_size < 1 or new_tokens < 1:
-        raise ValueError(f"batch_size and new_tokens must be >= 1, got {batch_size} and {new_tokens}")
-    configs = default_methods() if configs is None else list(configs)
-    items = [replace(it, video=as_uint8_video(it.video, f"question {i}'s video")) for i, it in enumerate(items)]
-    gold = [first_word(it.answer) for it in items]
-    rows = _setting_rows(model, processor, items, configs, gold, batch_size, new_tokens, progress)
-    base = rows[0]["accuracy"]
-    for r in rows:
-        r["drop"] = round(100 * (base - r["accuracy"]), 4)
-    if out_dir is not None:
-        write_tables(rows, out_dir, {**(meta or {}), "gold": gold, "questions": [it.question for it in items]})
-    return rows
+    partial = evaluate_shard(model, processor, items, configs, (0, 1), batch_size, new_tokens, meta, progress)
+    return merge_shards([partial], resamples, seed, out_dir)
+
+
+def _interval(ci: Sequence[float] | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "" if ci is None else f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
 
 
 def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = None) -> Path:
-    """``eval.json`` (meta + rows), ``eval.md`` (the paper-style table) and ``eval.png`` in ``out_dir``."""
+    """``eval.json`` (meta + rows), ``eval.md`` (the paper-style table, with each accuracy's interval
+    when the rows have them, see :func:`add_intervals`) and ``eval.png`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps({**(meta or {}), "rows": list(rows)}, indent=1))
     kinds = sorted({k for r in rows for k in r.get("per_kind", {})})
+    intervals = all("ci" in r for r in rows)
     # the change in points, as the README writes it: -4.6 is a loss (the JSON's "drop" is +4.6)
-    head = ["method", "budget (cost)", "accuracy", "change vs untouched (points)", "achieved cost", *kinds]
+    head = ["method", "budget (cost)", "accuracy", "change vs untouched (points)", "achieved cost"]
+    head += ["change, 95% CI (points)"] if intervals else []
+    head += kinds
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cost = "-" if r["cost"] is None else f"{r['cost']:.2g}"
         drop = "-" if r["cost"] is None else f"{0.0 - r['drop']:+.1f}"  # 0.0 - x: no "-0.0"
-        per = [f"{r['per_kind'].get(k, float('nan')):.3f}" for k in kinds]
+        cells = [f"{r['achieved_cost']:.3f}"]
+        if intervals:
+            ci = r.get("change_ci")
+            cells.append("-" if ci is None else f"[{ci[0] + 0.0:+.1f}, {ci[1] + 0.0:+.1f}]")
+        cells += [
+            f"{r['per_kind'][k]:.3f}{_interval(r.get('per_kind_ci', {}).get(k))}" if k in r["per_kind"] else "nan"
+            for k in kinds
+        ]
         lines.append(
-            f"| {r['label']} | {cost} | {r['accuracy']:.3f} ({r['correct']}/{r['total']}) | {drop} | "
-            f"{r['achieved_cost']:.3f} | " + " | ".join(per) + (" |" if per else "|")
+            f"| {r['label']} | {cost} | {r['accuracy']:.3f}{_interval(r.get('ci'))} ({r['correct']}/{r['total']}) | "
+            f"{drop} | " + " | ".join(cells) + " |"
         )
-    info = {k: v for k, v in (meta or {}).items() if k not in ("gold", "questions")}
+    info = {k: v for k, v in (meta or {}).items() if k not in ("gold", "questions", "kinds", "interval", "shards")}
     if info:
         lines += ["", ", ".join(f"{k}: {v}" for k, v in info.items())]
+    if (meta or {}).get("interval"):
+        lines += ["", meta["interval"]]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     plot_accuracy(rows, out / "eval.png")
     return out
 
 
 def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:
-    """Accuracy against achieved cost, one line per method, the untouched model as a star and a line."""
+    """Accuracy against achieved cost, one line per method, the untouched model as a star and a line;
+    error bars: the rows' 95% intervals (``ci``) where they have them."""
     plt = pyplot()
     if plt is None:
         return False
@@ -248,13 +496,20 @@ def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:
     for label, items in series.items():
         items = sorted(items, key=lambda r: r["achieved_cost"])
         x, y = [r["achieved_cost"] for r in items], [100 * r["accuracy"] for r in items]
+        err = None
+        if all(r.get("ci") for r in items):  # below and above each point, in points
+            err = [[max(0.0, a - 100 * r["ci"][0]) for a, r in zip(y, items)],
+                   [max(0.0, 100 * r["ci"][1] - a) for a, r in zip(y, items)]]  # fmt: skip
         if label == UNTOUCHED:
             ax.axhline(y[0], color="black", linewidth=0.8, linestyle="--")
-            ax.plot(x, y, marker="*", markersize=12, linestyle="none", color="black", label=label, zorder=5)
+            ax.errorbar(x, y, yerr=err, marker="*", markersize=12, linestyle="none", color="black", label=label,
+                        zorder=5, capsize=3)  # fmt: skip
         else:
-            ax.plot(x, y, marker="o", label=label)
+            ax.errorbar(x, y, yerr=err, marker="o", label=label, capsize=3)
     ax.set(xlabel="achieved cost (share of vision-token compute)", ylabel="accuracy (%)", xlim=(0, 1.05))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Video QA accuracy vs compute")
+    ax.set_title(
+        "Video QA accuracy vs compute" + (" (bars: 95% bootstrap interval)" if any(r.get("ci") for r in rows) else "")
+    )
     return save_figure(fig, path)

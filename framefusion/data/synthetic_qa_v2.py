@@ -70,12 +70,14 @@ __all__ = [
     "build_qa_model",
     "build_qa_processor",
     "build_qa_tokenizer",
+    "camera_of",
     "chat_text",
     "encode",
     "make_labelled_sample",
     "make_sample",
     "make_split",
     "patchify",
+    "planned_question",
     "sample_and_scene",
     "token_targets",
 ]
@@ -204,23 +206,28 @@ def _mask(shape: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.nda
 def _camera(rng: np.random.Generator, motion_share: float, num_frames: int, size: int) -> dict[str, Any]:
     """View centre (world px, per frame) and scale (world px per screen px, per frame).
 
-    The world is ``2 * size`` square; the still view is centred on an integer-aligned spot, so still
+    A moving camera sweeps back and forth (a scanning or hand-held camera): the view centre follows
+    ``A sin(2 pi f / P + phase)`` along a random direction (``A`` 8-14% of the frame, period ``P`` 12-24
+    frames: 2 to 8 pixels a frame, up to half a token per temporal patch), and/or the scale follows
+    ``1 + Z sin(...)`` (``Z`` 0.1-0.2). A one-way pan that fast would carry the scene out of view.
+    The world is ``2 * size`` square; the still view is centred on a pixel-aligned spot, so still
     clips are plain crops of the background (no resampling)."""
     world = 2 * size
     motion = bool(rng.random() < motion_share)
     camera = str(rng.choice(CAMERAS)) if motion else "still"
-    t = np.linspace(0.0, 1.0, num_frames)
+    f = np.arange(num_frames, dtype=np.float64)
     base = np.floor(world / 2 + rng.uniform(-0.1, 0.1, 2) * size) + 0.5  # centre - (size - 1) / 2 is whole
     centre = np.repeat(base[None], num_frames, 0)
     scale = np.ones(num_frames)
+    both = 0.7 if camera == "pan+zoom" else 1.0  # keep a common view large enough for the scene
     if "pan" in camera:
         angle = rng.uniform(0, 2 * np.pi)
-        amount = rng.uniform(0.12, 0.22) * size
-        shift = amount * np.array([np.sin(angle), np.cos(angle)])
-        centre = centre + (t[:, None] - 0.5) * shift[None]
+        amp, period, phase = both * rng.uniform(0.08, 0.14) * size, rng.uniform(12, 24), rng.uniform(0, 2 * np.pi)
+        wave = amp * np.sin(2 * np.pi * f / period + phase)
+        centre = centre + wave[:, None] * np.array([np.sin(angle), np.cos(angle)])[None]
     if "zoom" in camera:
-        end = rng.uniform(0.78, 0.88) if rng.random() < 0.5 else rng.uniform(1.15, 1.3)
-        scale = 1.0 + t * (end - 1.0)
+        amp, period, phase = both * rng.uniform(0.1, 0.2), rng.uniform(12, 24), rng.uniform(0, 2 * np.pi)
+        scale = 1.0 + amp * np.sin(2 * np.pi * f / period + phase)
     return dict(motion=motion, camera=camera, centre=centre, scale=scale, world=world)
 
 
@@ -275,19 +282,26 @@ def _draw_scene(rng: np.random.Generator, kind: str, answer: str, num_frames: in
         shape_colours[changer] = pick([c for c in colours if c != new_colour])
     lo_w, hi_w = windows[changer]
     change_at = int(rng.integers(lo_w + 3, hi_w - 3 + 1))
-    # positions in the world, inside the box seen in every frame, apart from each other
+    # positions in the world, inside the box seen in every frame, apart from each other: placed one by
+    # one, largest first (the two shapes, the lamp, the dot), starting over if one does not fit
     radii = np.array([LAMP_RADIUS, DOT_RADIUS, SHAPE_RADIUS, SHAPE_RADIUS]) * TOKEN
-    pos = None
     lo, hi = _safe_box(cam, size, 2.0)
-    for attempt in range(1000):
-        cand = rng.uniform(lo[None] + radii[:, None], hi[None] - radii[:, None], (4, 2))
-        gaps = np.linalg.norm(cand[:, None] - cand[None], axis=-1) - radii[:, None] - radii[None]
-        np.fill_diagonal(gaps, np.inf)
-        if gaps.min() > (6 if attempt < 500 else 2):
-            pos = cand
+    pos = None
+    for _ in range(50):
+        placed: dict[int, np.ndarray] = {}
+        for k in (2, 3, 0, 1):
+            for _ in range(100):
+                p = rng.uniform(lo + radii[k], hi - radii[k])
+                if all(np.linalg.norm(p - q) - radii[k] - radii[j] > 4 for j, q in placed.items()):
+                    placed[k] = p
+                    break
+            else:
+                break
+        if len(placed) == 4:
+            pos = np.stack([placed[k] for k in range(4)])
             break
     if pos is None:
-        raise RuntimeError("could not place the objects apart")
+        raise RuntimeError(f"could not place the objects apart in a {size}x{size} view")
     return dict(
         flashes=flashes,
         flash_colour=flash_colour,
@@ -379,6 +393,20 @@ def _check_args(split: str, kind: str | None, num_frames: int, size: int, motion
         raise ValueError(f"motion_share must be in [0, 1], got {motion_share}")
 
 
+def planned_question(index: int) -> tuple[str, str]:
+    """The kind and answer of sample ``index`` (any split): ``KINDS[i % 5]``, ``ANSWERS[kind][(i // 5) % n]``."""
+    kind = KINDS[int(index) % len(KINDS)]
+    options = ANSWERS[kind]
+    return kind, options[(int(index) // len(KINDS)) % len(options)]
+
+
+def camera_of(split: str, index: int, motion_share: float = 0.5, num_frames: int = NUM_FRAMES,
+              size: int = SIZE) -> dict[str, Any]:  # fmt: skip
+    """The camera of sample ``index`` of ``split`` without rendering it: ``motion``, ``camera``, per-frame
+    view ``centre`` (world pixels) and ``scale`` (world pixels per screen pixel), ``world`` size."""
+    return _camera(np.random.default_rng([SPLIT_SEEDS[split], int(index), 1]), motion_share, num_frames, size)
+
+
 def sample_and_scene(split: str, index: int, num_frames: int = NUM_FRAMES, size: int = SIZE,
                      kind: str | None = None, motion_share: float = 0.5,
                      noise: float = 6.0) -> tuple[QASample, dict[str, Any]]:  # fmt: skip
@@ -394,12 +422,10 @@ def sample_and_scene(split: str, index: int, num_frames: int = NUM_FRAMES, size:
     seed = (SPLIT_SEEDS[split], int(index))
     rng = np.random.default_rng(list(seed))
     if kind is None:
-        kind = KINDS[int(index) % len(KINDS)]
-        options = ANSWERS[kind]
-        answer = options[(int(index) // len(KINDS)) % len(options)]
+        kind, answer = planned_question(index)
     else:
         answer = str(rng.choice(ANSWERS[kind]))
-    cam = _camera(np.random.default_rng([*seed, 1]), motion_share, num_frames, size)
+    cam = camera_of(split, index, motion_share, num_frames, size)
     scene = _draw_scene(rng, kind, answer, num_frames, cam, size)
     objects = _objects(scene, cam, num_frames, size)
     video = _render(rng, np.random.default_rng([*seed, 2]), objects, cam, num_frames, size, noise)

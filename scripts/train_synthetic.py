@@ -16,6 +16,11 @@ Training clips have 8, 12 or 16 frames (drawn per clip); validation and evaluati
 
 Usage (the shipped model, about 25 minutes on 2 CPU cores):
     python scripts/train_synthetic.py --out framefusion/assets/model
+
+``--data v2`` trains on :mod:`framefusion.data.synthetic_qa_v2` instead (32-frame 168x168 clips, 576
+video tokens, five question kinds, camera motion and noise; see docs/synthetic_qa_v2.md), with its own
+defaults for the clip and run sizes (:data:`V2_DEFAULTS`); version 1 stays the default, unchanged:
+    python scripts/train_synthetic.py --data v2 --out runs/qa2_seed0
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ from framefusion.data.synthetic_qa import (  # noqa: E402
     make_split,
     patchify,
 )
+
+# defaults of the options whose value depends on --data (None on the command line = this table)
+V1_DEFAULTS = dict(frames=16, train_frames=[8, 12, 16], size=112, batch=16, val=300, steps=1500, vision_steps=600,
+                   eval_every=250, minutes=90.0)  # fmt: skip
+V2_DEFAULTS = dict(frames=32, train_frames=[32], size=168, batch=8, val=100, steps=900, vision_steps=300,
+                   eval_every=150, minutes=75.0)  # fmt: skip
 
 
 def feature_init(model, gain: float = 2.0) -> None:
@@ -124,9 +135,10 @@ class TokenHeads(torch.nn.Module):
 
     SIZES = {"colour_a": 6, "colour_b": 6, "role": 3, "direction": 4}
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, sizes: dict[str, int] | None = None):
         super().__init__()
-        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(hidden, n) for k, n in self.SIZES.items()})
+        sizes = self.SIZES if sizes is None else sizes  # v2: synthetic_qa_v2.TOKEN_TARGET_SIZES
+        self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(hidden, n) for k, n in sizes.items()})
 
     def loss(self, features: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         total, accs = features.new_zeros(()), {}
@@ -134,7 +146,7 @@ class TokenHeads(torch.nn.Module):
             y = targets[name] + (1 if name.startswith("colour") else 0)  # colours: -1 (none) -> class 0
             logits = head(features.float())
             total = total + torch.nn.functional.cross_entropy(logits, y, ignore_index=-1)
-            keep = y > 0 if name != "direction" else y >= 0  # accuracy on tokens that show an object
+            keep = y >= 0 if name in ("direction", "form") else y > 0  # accuracy on tokens that show an object
             accs[name] = float((logits.argmax(-1)[keep] == y[keep]).float().mean()) if keep.any() else float("nan")
         return total, accs
 
@@ -172,52 +184,103 @@ def validate(model, val_inputs, answer_ids: torch.Tensor, kinds: list[str], batc
     return sum(hits) / n, per_kind
 
 
+@torch.no_grad()
+def validate_samples(
+    model, processor, samples, answer_ids: torch.Tensor, encode_fn, batch: int = 10
+) -> tuple[float, dict]:
+    """:func:`validate` for long clips: encoded a chunk at a time (v2: all at once would take gigabytes).
+
+    Per kind, and (v2) for the clips with and without camera motion (``motion`` / ``still``)."""
+    model.eval()
+    hits = []
+    for i in range(0, len(samples), batch):
+        inputs = encode_fn(processor, samples[i : i + batch])
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1]
+        hits += (logits.argmax(-1) == answer_ids[i : i + batch]).tolist()
+    model.train()
+    groups: dict[str, list[bool]] = {}
+    for h, s in zip(hits, samples):
+        groups.setdefault(s.kind, []).append(h)
+        if hasattr(s, "motion"):
+            groups.setdefault("motion" if s.motion else "still", []).append(h)
+    per_group = {k: round(sum(v) / len(v), 3) for k, v in sorted(groups.items())}
+    return sum(hits) / len(hits), per_group
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("framefusion/assets/model"))
     p.add_argument(
-        "--steps", type=int, default=1500, help="optimizer steps of the QA stage (the cosine schedule's length)"
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps of the QA stage (the cosine schedule's length; v1 1500, v2 900)",
     )
-    p.add_argument("--vision-steps", type=int, default=600, help="steps of the vision-only stage before the QA stage")
-    p.add_argument("--minutes", type=float, default=90.0, help="stop (and save) after this many minutes")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument(
+        "--vision-steps",
+        type=int,
+        default=None,
+        help="steps of the vision-only stage before the QA stage (v1 600, v2 300)",
+    )
+    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes (v1 90, v2 75)")
+    p.add_argument("--batch", type=int, default=None, help="v1 16, v2 8")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--vision-lr", type=float, default=3e-4, help="learning rate of the vision tower in the QA stage")
     p.add_argument(
         "--aux-weight", type=float, default=0.3, help="weight of the token-level vision loss in the QA stage"
     )
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--frames", type=int, default=16, help="frames of the validation (and evaluation) clips")
     p.add_argument(
-        "--train-frames", type=int, nargs="+", default=[8, 12, 16], help="frame counts drawn for training clips"
+        "--frames", type=int, default=None, help="frames of the validation (and evaluation) clips (v1 16, v2 32)"
     )
-    p.add_argument("--size", type=int, default=112)
+    p.add_argument(
+        "--train-frames",
+        type=int,
+        nargs="+",
+        default=None,
+        help="frame counts drawn for training clips (v1 8 12 16, v2 32)",
+    )
+    p.add_argument("--size", type=int, default=None, help="frame side in pixels (v1 112, v2 168)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--intermediate", type=int, default=256)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vision-dim", type=int, default=64)
-    p.add_argument("--val", type=int, default=300, help="validation questions")
-    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--val", type=int, default=None, help="validation questions (v1 300, v2 100)")
+    p.add_argument("--eval-every", type=int, default=None, help="v1 250, v2 150")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--feature-init", action=argparse.BooleanOptionalAction, default=True,
                    help="colour/motion features in the first patch-embedding channels at init")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init-from", type=Path, help="start from this saved model instead of a fresh one")
     p.add_argument("--first-sample", type=int, default=0, help="index of the first training sample drawn")
+    p.add_argument("--data", choices=("v1", "v2"), default="v1",
+                   help="v1: framefusion.data.synthetic_qa (the shipped model); v2: synthetic_qa_v2 (issue 18)")  # fmt: skip
     args = p.parse_args(argv)
+    for key, value in (V2_DEFAULTS if args.data == "v2" else V1_DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.data == "v2":
+        from framefusion.data import synthetic_qa_v2 as data
+    else:
+        data = None
+    build_processor = data.build_qa_processor if data else build_qa_processor
+    build_model = data.build_qa_model if data else build_qa_model
+    encode_fn = data.encode if data else encode
+    labelled = data.make_labelled_sample if data else make_labelled_sample
+    split_fn = data.make_split if data else make_split
 
     from tqdm.auto import tqdm
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    processor = build_qa_processor()
+    processor = build_processor()
     if args.init_from:  # continue from a saved model (its sizes win over --hidden etc.)
         from transformers import Qwen2VLForConditionalGeneration
 
         model = Qwen2VLForConditionalGeneration.from_pretrained(args.init_from, local_files_only=True)
     else:
-        model = build_qa_model(
+        model = build_model(
             processor,
             hidden_size=args.hidden,
             num_layers=args.layers,
@@ -232,12 +295,12 @@ def main(argv: list[str] | None = None) -> dict:
     tok = processor.tokenizer
     n_params = sum(t.numel() for t in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}", flush=True)
-    heads = TokenHeads(model.config.text_config.hidden_size)
+    heads = TokenHeads(model.config.text_config.hidden_size, data.TOKEN_TARGET_SIZES if data else None)
     captured: dict[str, torch.Tensor] = {}
     model.model.visual.merger.register_forward_hook(lambda mod, args_, out: captured.__setitem__("tokens", out))
 
-    val = make_split("validation", args.val, num_frames=args.frames, size=args.size)
-    val_inputs = encode(processor, val)
+    val = split_fn("validation", args.val, num_frames=args.frames, size=args.size)
+    val_inputs = encode(processor, val) if data is None else None  # v2: encoded a chunk at a time
     val_answers = torch.tensor([tok.convert_tokens_to_ids(s.answer) for s in val])
     batcher = Batcher(processor)
     frame_choices = args.train_frames
@@ -245,12 +308,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     def train_batch(first: int):
         frames = [int(f) for f in draw.choice(frame_choices, size=args.batch)]
-        pairs = [make_labelled_sample("train", first + i, num_frames=f, size=args.size) for i, f in enumerate(frames)]
+        pairs = [labelled("train", first + i, num_frames=f, size=args.size) for i, f in enumerate(frames)]
         return batcher([s for s, _ in pairs], [t for _, t in pairs])
 
     # the fast batcher must give exactly what the real processor gives
-    probe = make_split("train", 4, start=10**9, num_frames=args.frames, size=args.size)
-    fast, real = batcher(probe), encode(processor, probe, with_answers=True)
+    probe = split_fn("train", 4, start=10**9, num_frames=args.frames, size=args.size)
+    fast, real = batcher(probe), encode_fn(processor, probe, with_answers=True)
     assert torch.equal(fast["input_ids"], real["input_ids"]), "token ids differ from the processor's"
     assert torch.equal(fast["mm_token_type_ids"], real["mm_token_type_ids"])
     assert torch.allclose(fast["pixel_values_videos"], real["pixel_values_videos"], atol=1e-5)
@@ -350,7 +413,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
         last = step + 1 == args.steps or elapsed > args.minutes * 60
         if (step + 1) % args.eval_every == 0 or last:
-            acc, per_kind = validate(model, val_inputs, val_answers, [v.kind for v in val])
+            if data is None:
+                acc, per_kind = validate(model, val_inputs, val_answers, [v.kind for v in val])
+            else:
+                acc, per_kind = validate_samples(model, processor, val, val_answers, encode_fn)
             entry = dict(step=step + 1, loss=round(running, 4), aux=round(aux_loss.item(), 4), val_acc=acc,
                          minutes=round(elapsed / 60, 2), **per_kind)  # fmt: skip
             log.append(entry)

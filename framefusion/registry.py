@@ -22,6 +22,9 @@ __all__ = ["METHODS", "MethodChoices", "MethodEntry", "check_method_name", "conf
 #: ``framefusion_similarity_threshold``/``framefusion_ratio_threshold``)
 FRAMEFUSION_OPTIONS = ("similarity_threshold", "ratio_threshold")
 
+# the cost names are checked at: below every stage's own cost, so any valid stack passes
+_SMALLEST = 1e-6
+
 
 @dataclass(frozen=True)
 class MethodEntry:
@@ -89,7 +92,7 @@ def check_method_name(name: str) -> str:
     """``name`` if ``config_for`` takes it, for argparse's ``type=``: else an ArgumentTypeError (a
     ValueError) whose message says why, which argparse prints as it is."""
     try:
-        config_for(name, 1.0)
+        config_for(name, _SMALLEST)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return name
@@ -108,7 +111,7 @@ class MethodChoices(list):
         if not isinstance(name, str) or "+" not in name:
             return False
         try:
-            config_for(name, 1.0)
+            config_for(name, _SMALLEST)
         except ValueError:
             return False
         return all(stage.partition("@")[0] in set(self) | set(METHODS) for stage in name.split("+"))

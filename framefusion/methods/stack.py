@@ -3,8 +3,10 @@
 ``Stack(EVS(cost=0.5), FrameFusion(cost=0.3))``: EVS reduces the vision features at the input to
 half, then FrameFusion merges and prunes inside the LLM until the whole forward fits 0.3. Every
 stage sees the same books (the tokens each layer actually ran with) measured against its own
-cost; the stack's budget is the last stage's cost, so the costs must not increase from stage to
-stage. A stage runs until it is done (``active`` turns False), and the next one takes over at the
+cost; the stack's budget is the last stage's cost (a later stage whose cost is above an earlier
+one's has no budget to meet and only does what its own rule does regardless, e.g. FrameFusion's
+threshold merging: the forward stays under its budget, as in a sweep of ``evs@0.5+framefusion`` at
+cost 0.7). A stage runs until it is done (``active`` turns False), and the next one takes over at the
 following layer: one stage decides per layer.
 """
 
@@ -39,12 +41,6 @@ class Stack(ReductionMethod):
         for stage in self.stages:
             if not isinstance(stage, ReductionMethod):
                 raise TypeError(f"every stage of a Stack must be a reduction method, got {stage!r}")
-        costs = [1.0 if s.cost is None else s.cost for s in self.stages]
-        if any(later > earlier for earlier, later in zip(costs, costs[1:])):
-            raise ValueError(
-                "the costs of a Stack's stages must not increase (the last one is the shared budget), got "
-                + ", ".join(f"{s.name}: {s.cost}" for s in self.stages)
-            )
 
     @property
     def cost(self) -> float | None:

@@ -10,9 +10,11 @@ Two reductions per sample (the rules: ``algorithm.holitom``):
    same patch position; those merge into their first occurrence (temporal merging), and the rest
    is reduced to ``c`` tokens: the non-repeating tokens of each frame by salience, the merged ones
    of each segment by DPC-kNN clustering. Salience: the paper's vision-encoder attention is not
-   visible to the LLM, so ``salience="features"`` (default) uses FastVID's feature-only
-   pseudo-[CLS] score and ``salience="attention"`` the attention the last query token pays each
-   vision token at this first layer (one extra attention row).
+   visible to the LLM, so ``salience="attention"`` (default) uses the attention the last query
+   token pays each vision token at this first layer (one extra attention row) and
+   ``salience="features"`` FastVID's feature-only pseudo-[CLS] score. Measured on the shipped
+   model (500 questions, cost 0.1 / 0.2 / 0.3): 0.94 / 0.99 / 0.99 with attention, 0.62 / 0.85 /
+   0.96 with the feature score, which keeps each frame's most typical tokens (the background).
 2. At layer ``K`` (``layer``): the ``floor(R n)`` tokens (``merge_ratio`` R) the last query token
    attended to least in layer ``K - 1`` (as FastV; layer K's own where K-1 was not stepped) merge
    into their most similar kept token (cosine), each group becoming its mean. ``K >= L`` (the
@@ -77,9 +79,9 @@ class HoliTom(ReductionMethod):
     tau: cosine similarity above which a token repeats its predecessor at the same patch position
         (temporal merging), in [-1, 1] (paper setting 0.8).
     knn: neighbours of the DPC-kNN density, an int >= 1 (7).
-    salience: how the non-repeating tokens are ranked at the input: "features" (FastVID's
-        pseudo-[CLS] score of the features) or "attention" (the last query's attention at the
-        first layer); the paper's vision-encoder attention is not available.
+    salience: how the non-repeating tokens are ranked at the input: "attention" (the last query's
+        attention at the first layer) or "features" (FastVID's pseudo-[CLS] score of the
+        features); the paper's vision-encoder attention is not available.
     """
 
     cost: float | None = None
@@ -88,7 +90,7 @@ class HoliTom(ReductionMethod):
     merge_ratio: float = 0.5
     tau: float = HOLITOM_TAU
     knn: int = HOLITOM_KNN
-    salience: str = "features"
+    salience: str = "attention"
 
     name = "holitom"
 

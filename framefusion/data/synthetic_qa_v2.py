@@ -252,6 +252,27 @@ def _flashes(rng: np.random.Generator, n: int, lengths: list[int], num_frames: i
     return out
 
 
+def _place_apart(rng: np.random.Generator, cam: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """World positions (4, 2) of the lamp, the dot and the two shapes and their radii (4,): inside the
+    box seen in every frame, apart from each other; placed one by one, largest first (the two shapes,
+    the lamp, the dot), starting over if one does not fit."""
+    radii = np.array([LAMP_RADIUS, DOT_RADIUS, SHAPE_RADIUS, SHAPE_RADIUS]) * TOKEN
+    lo, hi = _safe_box(cam, size, 2.0)
+    for _ in range(50):
+        placed: dict[int, np.ndarray] = {}
+        for k in (2, 3, 0, 1):
+            for _ in range(100):
+                p = rng.uniform(lo + radii[k], hi - radii[k])
+                if all(np.linalg.norm(p - q) - radii[k] - radii[j] > 4 for j, q in placed.items()):
+                    placed[k] = p
+                    break
+            else:
+                break
+        if len(placed) == 4:
+            return np.stack([placed[k] for k in range(4)]), radii
+    raise RuntimeError(f"could not place the objects apart in a {size}x{size} view")
+
+
 def _draw_scene(rng: np.random.Generator, kind: str, answer: str, num_frames: int, cam: dict[str, Any],
                 size: int) -> dict[str, Any]:  # fmt: skip
     colours = list(COLOURS)
@@ -282,26 +303,7 @@ def _draw_scene(rng: np.random.Generator, kind: str, answer: str, num_frames: in
         shape_colours[changer] = pick([c for c in colours if c != new_colour])
     lo_w, hi_w = windows[changer]
     change_at = int(rng.integers(lo_w + 3, hi_w - 3 + 1))
-    # positions in the world, inside the box seen in every frame, apart from each other: placed one by
-    # one, largest first (the two shapes, the lamp, the dot), starting over if one does not fit
-    radii = np.array([LAMP_RADIUS, DOT_RADIUS, SHAPE_RADIUS, SHAPE_RADIUS]) * TOKEN
-    lo, hi = _safe_box(cam, size, 2.0)
-    pos = None
-    for _ in range(50):
-        placed: dict[int, np.ndarray] = {}
-        for k in (2, 3, 0, 1):
-            for _ in range(100):
-                p = rng.uniform(lo + radii[k], hi - radii[k])
-                if all(np.linalg.norm(p - q) - radii[k] - radii[j] > 4 for j, q in placed.items()):
-                    placed[k] = p
-                    break
-            else:
-                break
-        if len(placed) == 4:
-            pos = np.stack([placed[k] for k in range(4)])
-            break
-    if pos is None:
-        raise RuntimeError(f"could not place the objects apart in a {size}x{size} view")
+    pos, radii = _place_apart(rng, cam, size)
     return dict(
         flashes=flashes,
         flash_colour=flash_colour,

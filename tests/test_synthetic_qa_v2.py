@@ -248,3 +248,27 @@ def test_training_script_runs_on_v2(tmp_path):
     stages = [entry.get("stage", "qa") for entry in info["log"]]
     assert stages == ["vision", "qa"]
     assert set(qa.KINDS) <= set(info["log"][-1]) and {"motion", "still"} & set(info["log"][-1])
+
+
+def test_eval_takes_the_test_split_the_model_was_trained_on(tmp_path):
+    """A model folder whose training.json says v2 is evaluated on v2's test split (with the camera
+    flag of every question); v1 stays the default; an unknown data set is named in the error."""
+    import json
+
+    import pytest
+
+    from framefusion.data import synthetic_qa, synthetic_qa_v2
+    from framefusion.tools.evaluate import synthetic_test_set
+
+    (tmp_path / "training.json").write_text(json.dumps({"data": "v2", "frames": 24, "size": 112}))
+    items = synthetic_test_set(5, model_path=tmp_path)
+    want = synthetic_qa_v2.make_split("test", 5, num_frames=24, size=112)
+    assert [(i.question, i.answer, i.kind, i.motion) for i in items] == [(s.question, s.answer, s.kind, s.motion) for s in want]
+    assert items[0].video.shape == (24, 112, 112, 3) and all(i.motion is not None for i in items)
+    (tmp_path / "training.json").write_text(json.dumps({"frames": 8, "size": 112}))
+    items = synthetic_test_set(3, model_path=tmp_path)
+    assert [i.question for i in items] == [s.question for s in synthetic_qa.make_split("test", 3, num_frames=8, size=112)]
+    assert all(i.motion is None for i in items)
+    (tmp_path / "training.json").write_text(json.dumps({"data": "v3"}))
+    with pytest.raises(ValueError, match="names data 'v3'; known: 'v1', 'v2'"):
+        synthetic_test_set(3, model_path=tmp_path)

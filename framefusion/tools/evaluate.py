@@ -75,21 +75,27 @@ class QAItem:
     answer: str
     kind: str = ""
     source: str = ""
+    motion: bool | None = None  # synthetic QA v2: the camera pans or zooms in this clip (None: not known)
 
 
 def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | None = None, start: int = 0,
                        model_path: str | Path | None = None) -> list[QAItem]:  # fmt: skip
-    """``count`` questions of the synthetic test split; frames/size default to those the model was trained on."""
-    from ..data.synthetic_qa import make_split
+    """``count`` questions of the synthetic test split the model was trained on (``training.json``'s
+    ``data``: v1, or v2 with camera motion); frames/size default to those it was trained on."""
+    from ..data import synthetic_qa, synthetic_qa_v2
 
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     info = training_info(model_path)
+    data = info.get("data", "v1")
+    if data not in ("v1", "v2"):
+        raise ValueError(f"the model's training.json names data {data!r}; known: 'v1', 'v2'")
+    module = synthetic_qa_v2 if data == "v2" else synthetic_qa
     frames = frames or info.get("frames", 8)
     size = size or info.get("size", 112)
     return [
-        QAItem(s.video, s.question, s.answer, s.kind, f"test/{s.seed[1]}")
-        for s in make_split("test", count, start=start, num_frames=frames, size=size)
+        QAItem(s.video, s.question, s.answer, s.kind, f"test/{s.seed[1]}", getattr(s, "motion", None))
+        for s in module.make_split("test", count, start=start, num_frames=frames, size=size)
     ]
 
 

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from .video import resize_video
+
 __all__ = [
     "SUPPORTED_FAMILIES",
     "FrameGrid",
@@ -170,14 +172,6 @@ class FrameGrid:
         return (round(col * w * scale), round(row * h * scale), round((col + 1) * w * scale), round((row + 1) * h * scale))
 
 
-def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    from PIL import Image
-
-    if frame.shape[0] == height and frame.shape[1] == width:
-        return np.ascontiguousarray(frame)
-    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BICUBIC))
-
-
 def _check_frames(video: np.ndarray) -> np.ndarray:
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3 or len(video) == 0:
@@ -217,7 +211,7 @@ def qwen_frame_grid(
     if min(t, h, w) < 1 or h % merge_size or w % merge_size:
         raise ValueError(f"video_grid_thw {tuple(grid_thw)} is not a grid of {merge_size}x{merge_size} merged patches")
     spans = _input_spans(len(video), t, temporal_patch_size)
-    images = np.stack([_resize(video[a].astype(np.uint8), w * patch_size, h * patch_size) for a, _ in spans])
+    images = resize_video(np.stack([video[a] for a, _ in spans]).astype(np.uint8), w * patch_size, h * patch_size)
     return FrameGrid(images, _span_labels(spans), h // merge_size, w // merge_size, patch_size * merge_size)
 
 
@@ -306,7 +300,7 @@ def frame_grid(model: Any, inputs: Any, video: np.ndarray, processor: Any = None
     images = _processed_pixels(inputs, processor, grid)
     if images is None:  # the frame each model frame starts with, resized as the processor does
         height, width = grid.frame_size
-        images = np.stack([_resize(video[a].astype(np.uint8), width, height) for a, _ in spans])
+        images = resize_video(np.stack([video[a] for a, _ in spans]).astype(np.uint8), width, height)
     cell = (float(grid.cell[0]), float(grid.cell[1]))
     return FrameGrid(images, _span_labels(spans), grid.rows, grid.cols, max(1, round(min(cell))), cell)
 

@@ -54,6 +54,7 @@ __all__ = [
     "QASample",
     "build_qa_model",
     "build_qa_processor",
+    "answer_tokenizer",
     "build_qa_tokenizer",
     "chat_text",
     "encode",
@@ -110,10 +111,16 @@ class QASample:
 
 def build_qa_tokenizer() -> Qwen2Tokenizer:
     """The tiny byte-level BPE tokenizer plus merges for the QA words (every answer is one token)."""
+    return answer_tokenizer(WORDS + _EXTRA_WORDS, ANSWERS)
+
+
+def answer_tokenizer(words: list[str], answers: dict[str, list[str]]) -> Qwen2Tokenizer:
+    """The tiny byte-level BPE tokenizer with merges for ``words``, every answer word (``answers``:
+    kind -> words) one token; a RuntimeError names any that is not."""
     # answer words first, longest first, so that no other merge outranks a step of their chains
-    answers = sorted({a for group in ANSWERS.values() for a in group}, key=lambda w: (-len(w), w))
-    tokenizer = build_tiny_tokenizer(dict.fromkeys(WORDS + _EXTRA_WORDS), unspaced_first=answers)
-    for word in answers:
+    answer_words = sorted({a for group in answers.values() for a in group}, key=lambda w: (-len(w), w))
+    tokenizer = build_tiny_tokenizer(dict.fromkeys(words), unspaced_first=answer_words)
+    for word in answer_words:
         if len(tokenizer(word)["input_ids"]) != 1:
             raise RuntimeError(f"answer word {word!r} is not a single token")
     return tokenizer
@@ -168,7 +175,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return bg.clip(0, 255).astype(np.uint8)
 
 
-def _mask(shape: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+def shape_mask(shape: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Bool mask of a circle, square or triangle of radius ``r`` centred at (cy, cx) over the grid yy, xx."""
     dy, dx = yy - cy, xx - cx
     if shape == "circle":
         return dy * dy + dx * dx <= r * r
@@ -240,7 +248,7 @@ def _render(rng: np.random.Generator, scene: dict[str, Any], num_frames: int, si
             y0, y1 = max(0, int(cy - r) - 1), min(size, int(cy + r) + 2)
             x0, x1 = max(0, int(cx - r) - 1), min(size, int(cx + r) + 2)
             yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-            frames[f, y0:y1, x0:x1][_mask(scene["shapes"][k], cy, cx, r, yy, xx)] = COLOURS[colour]
+            frames[f, y0:y1, x0:x1][shape_mask(scene["shapes"][k], cy, cx, r, yy, xx)] = COLOURS[colour]
     return frames
 
 
@@ -291,7 +299,7 @@ def token_targets(scene: dict[str, Any], num_frames: int, size: int, merge: int 
     for k, shape in enumerate(scene["shapes"]):
         for f in range(*scene["visible"][k]):
             cy, cx = scene["tracks"][k][f]
-            m = _mask(shape, cy, cx, scene["radius"][k], yy, xx).astype(np.float32)
+            m = shape_mask(shape, cy, cx, scene["radius"][k], yy, xx).astype(np.float32)
             area[f, k] = m.reshape(cells, merge, cells, merge).sum((1, 3)) / (merge * merge)
 
     def colour_of(f: int) -> np.ndarray:

@@ -53,9 +53,9 @@ from typing import Any
 import numpy as np
 from transformers import Qwen2Tokenizer, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
-from ..tiny_models.qwen2_vl import MAX_PIXELS, WORDS, build_tiny_processor, build_tiny_tokenizer
+from ..tiny_models.qwen2_vl import MAX_PIXELS, WORDS, build_tiny_processor
 from .synthetic_qa import build_qa_model as _build_v1_model
-from .synthetic_qa import chat_text, encode, patchify
+from .synthetic_qa import answer_tokenizer, chat_text, encode, patchify, shape_mask
 
 __all__ = [
     "ANSWERS",
@@ -157,12 +157,7 @@ class QASample:
 
 def build_qa_tokenizer() -> Qwen2Tokenizer:
     """The tiny byte-level BPE tokenizer plus merges for the v2 question words (every answer is one token)."""
-    answers = sorted({a for group in ANSWERS.values() for a in group}, key=lambda w: (-len(w), w))
-    tokenizer = build_tiny_tokenizer(dict.fromkeys(WORDS + _EXTRA_WORDS), unspaced_first=answers)
-    for word in answers:
-        if len(tokenizer(word)["input_ids"]) != 1:
-            raise RuntimeError(f"answer word {word!r} is not a single token")
-    return tokenizer
+    return answer_tokenizer(WORDS + _EXTRA_WORDS, ANSWERS)
 
 
 def build_qa_processor(max_pixels: int = MAX_PIXELS) -> Qwen2VLProcessor:
@@ -192,15 +187,6 @@ def _background(rng: np.random.Generator, world: int) -> np.ndarray:
     cells = rng.integers(-25, 26, size=(n, n, 3)).astype(np.float32)
     bg += np.kron(cells, np.ones((cell, cell, 1), np.float32))[:world, :world]
     return bg.clip(0, 255)
-
-
-def _mask(shape: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    dy, dx = yy - cy, xx - cx
-    if shape == "circle":
-        return dy * dy + dx * dx <= r * r
-    if shape == "square":
-        return np.maximum(np.abs(dy), np.abs(dx)) <= 0.85 * r
-    return (dy <= r) & (dy >= -r) & (np.abs(dx) <= (dy + r) / 2)  # triangle pointing up
 
 
 def _camera(rng: np.random.Generator, motion_share: float, num_frames: int, size: int) -> dict[str, Any]:
@@ -376,7 +362,7 @@ def _render(rng: np.random.Generator, noise_rng: np.random.Generator, objects: l
             x0, x1 = max(0, int(cx - r) - 1), min(size, int(cx + r) + 2)
             yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
             colour = LAMP_OFF if name == "off" else COLOURS[name]
-            frames[f, y0:y1, x0:x1][_mask(obj["form"], cy, cx, r, yy, xx)] = colour
+            frames[f, y0:y1, x0:x1][shape_mask(obj["form"], cy, cx, r, yy, xx)] = colour
     if noise > 0:
         frames += noise * noise_rng.standard_normal(frames.shape, dtype=np.float32)
     return np.rint(frames).clip(0, 255).astype(np.uint8)
@@ -474,7 +460,7 @@ def token_targets(scene: dict[str, Any], num_frames: int, size: int, merge: int 
             x0, x1 = max(0, int(cx - r) - 1), min(size, int(cx + r) + 2)
             yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
             m = np.zeros((size, size), np.float32)
-            m[y0:y1, x0:x1] = _mask(obj["form"], cy, cx, r, yy, xx)
+            m[y0:y1, x0:x1] = shape_mask(obj["form"], cy, cx, r, yy, xx)
             area[f, k] = m.reshape(cells, merge, cells, merge).sum((1, 3)) / (merge * merge)
 
     def colour_of(f: int) -> np.ndarray:

@@ -60,6 +60,22 @@ def greedy(model, inputs, n=4):
     return out.sequences[:, prompt:], torch.stack(out.logits, dim=1)
 
 
+def batch_equals_alone(model, handle, processor, questions, clips, n=3):
+    """Greedy-decode the batch of (question, clip) pairs, then each alone, with ``handle``'s method
+    applied; asserts every sample alone gets its batch row's tokens-per-layer, tokens and logits.
+    Returns (batch report, last sample's inputs, its tokens, its logits, its report)."""
+    batch_tokens, batch_logits = greedy(model, make_inputs(processor, questions, videos=clips), n=n)
+    batch = handle.last_report()
+    for b in range(len(questions)):
+        single = make_inputs(processor, questions[b : b + 1], videos=clips[b : b + 1])
+        tokens, logits = greedy(model, single, n=n)
+        report = handle.last_report()
+        assert report.vision_tokens_per_layer[0] == batch.vision_tokens_per_layer[b]
+        assert torch.equal(tokens, batch_tokens[b : b + 1])
+        torch.testing.assert_close(logits, batch_logits[b : b + 1], atol=1e-4, rtol=1e-4)
+    return batch, single, tokens, logits, report
+
+
 def extend_inputs(inputs, generated):
     """Prompt + generated tokens as one cache-free input (per-token tensors padded with zeros)."""
     out = dict(inputs)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import greedy, make_inputs, replay_logits
+from conftest import batch_equals_alone, make_inputs, replay_logits
 
 import framefusion
 from framefusion import EVS, BudgetExceededError, FastV, FastVID, FrameFusion, RandomPrune, Stack, VidCom2
@@ -97,15 +97,7 @@ def test_a_stack_reduces_at_the_input_then_inside_the_llm(model, processors, vid
     questions, clips = ["What moves?", "Which colour is the square?"], [videos[8], videos[16]]
     stack = Stack(EVS(cost=0.5), FrameFusion(cost=0.3, similarity_threshold=0.9))
     with framefusion.apply(model, stack) as handle:
-        batch_tokens, batch_logits = greedy(model, make_inputs(processor, questions, videos=clips), n=3)
-        batch = handle.last_report()
-        for b in range(2):
-            single = make_inputs(processor, questions[b : b + 1], videos=clips[b : b + 1])
-            tokens, logits = greedy(model, single, n=3)
-            report = handle.last_report()
-            assert report.vision_tokens_per_layer[0] == batch.vision_tokens_per_layer[b]
-            assert torch.equal(tokens, batch_tokens[b : b + 1])
-            torch.testing.assert_close(logits, batch_logits[b : b + 1], atol=1e-4, rtol=1e-4)
+        batch, single, tokens, logits, report = batch_equals_alone(model, handle, processor, questions, clips)
     for n, counts, cost in zip(batch.vision_tokens, batch.vision_tokens_per_layer, batch.achieved_cost):
         assert counts[0] == n // 2  # EVS at the input, to its own cost
         assert counts[-1] < counts[0]  # then FrameFusion inside the LLM, for the rest of the budget

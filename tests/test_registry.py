@@ -59,21 +59,13 @@ def test_evs_rate_is_the_budget_one_minus_rate():
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_each_registered_method_decodes_exactly_and_batches_as_alone(name, processors, videos):
-    from conftest import greedy, replay_logits
+    from conftest import batch_equals_alone, replay_logits
 
     processor = processors["qwen2_vl"]
     model = build_tiny_model("qwen2_vl", num_layers=4, processor=processor)
     config = config_for(name, 0.3)
     questions, clips = ["What moves?", "Which colour is the square?"], [videos[8], videos[16]]
     with framefusion.apply(model, config) as handle:
-        batch_tokens, batch_logits = greedy(model, make_inputs(processor, questions, videos=clips), n=3)
-        batch_report = handle.last_report()
-        for b in range(2):
-            single = make_inputs(processor, questions[b : b + 1], videos=clips[b : b + 1])
-            tokens, logits = greedy(model, single, n=3)
-            report = handle.last_report()
-            assert report.vision_tokens_per_layer[0] == batch_report.vision_tokens_per_layer[b]
-            assert torch.equal(tokens, batch_tokens[b : b + 1])
-            torch.testing.assert_close(logits, batch_logits[b : b + 1], atol=1e-4, rtol=1e-4)
+        batch_report, single, tokens, logits, report = batch_equals_alone(model, handle, processor, questions, clips)
     replayed = replay_logits(model, single, tokens, report.decisions, counts=report.vision_tokens_per_layer)
     torch.testing.assert_close(replayed, logits, atol=2e-5, rtol=1e-5)

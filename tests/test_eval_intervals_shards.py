@@ -84,6 +84,25 @@ def test_add_intervals_per_row_and_kind():
     assert rows[1]["ci"] == ev.bootstrap_interval([g == "a" for g in gold])
 
 
+def test_split_by_camera_motion_resamples_each_group_alone():
+    rng = np.random.default_rng(5)
+    motion = [bool(m) for m in rng.random(60) < 0.5]
+    items = [ev.QAItem(np.zeros((1, 1, 1, 3), np.uint8), "q", "a", "k", motion=m) for m in motion]
+    labels = ev.motion_labels(items + [ev.QAItem(np.zeros((1, 1, 1, 3), np.uint8), "q", "a")])
+    assert labels[-1] == "" and set(labels[:-1]) == {ev.MOVING, ev.STILL}
+    labels = labels[:-1]
+    gold = ["a"] * 60
+    answers = ["b" if m and i % 3 else "a" for i, m in enumerate(motion)]  # loses 2 in 3 moving-camera questions
+    rows = [dict(answers=gold), dict(answers=answers)]
+    ev.add_intervals(rows, gold, ["k"] * 60, motions=labels)
+    moving = [a == "a" for a, m in zip(answers, motion) if m]
+    assert rows[1]["per_motion_ci"][ev.STILL] == [1.0, 1.0]
+    assert rows[1]["per_motion_ci"][ev.MOVING] == ev.bootstrap_interval(moving)  # its own questions only
+    row = ev._accuracy_row("m", {}, 0.2, answers, [0.2] * 60, ["k"] * 60, gold, labels)
+    assert row["per_motion"] == {ev.MOVING: float(np.mean(moving)), ev.STILL: 1.0}
+    assert ev._accuracy_row("m", {}, 0.2, answers, [], ["k"] * 60, gold)["per_motion"] == {}
+
+
 # ------------------------------------------------------------------------------------------ shards
 
 

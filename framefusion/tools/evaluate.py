@@ -13,7 +13,8 @@ Intervals: every accuracy (overall and per question kind) comes with a 95% confi
 percentile bootstrap over questions (:data:`RESAMPLES` resamples, seeded: the same numbers every run),
 and every method's change against the untouched model with a *paired* interval: each resample draws one
 set of questions and both settings are scored on it, so the interval is that of the difference, not of
-two independent accuracies. Per kind, the resamples draw from that kind's questions only.
+two independent accuracies. Per kind, the resamples draw from that kind's questions only; the same
+holds for the split by camera motion (synthetic QA v2 questions know whether their camera moves).
 
 Data-parallel: :func:`evaluate_shard` answers one shard of the questions (shard ``i`` of ``n`` takes the
 batches ``i, i + n, ...`` of ``batch_size`` questions, so every question is answered in the same batch,
@@ -53,6 +54,7 @@ __all__ = [
     "load_qa",
     "load_shards",
     "merge_shards",
+    "motion_labels",
     "paired_change_interval",
     "parse_shard",
     "plot_accuracy",
@@ -172,21 +174,36 @@ def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tok
     return words, costs
 
 
+MOVING, STILL = "camera moves", "still camera"  # the groups of the split by camera motion
+
+
+def motion_labels(items: Sequence[QAItem]) -> list[str]:
+    """Each question's camera-motion group (:data:`MOVING` / :data:`STILL`; '' where not known)."""
+    return [{True: MOVING, False: STILL}.get(it.motion, "") for it in items]
+
+
+def _groups(labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Question indices per non-empty label, labels sorted."""
+    labels = np.asarray(list(labels), dtype=object)
+    return {g: np.flatnonzero(labels == g) for g in sorted(set(labels.tolist()) - {""})}
+
+
 def _accuracy_row(label: str, config: dict | None, cost: float | None, words: Sequence[str], costs: Sequence[float],
-                  kinds: Sequence[str], gold: Sequence[str]) -> dict:  # fmt: skip
-    """One setting's row: accuracy over all questions and per question kind, and the mean achieved cost
-    (1.0 untouched: ``costs`` is empty without a method). ``config``: the config as JSON (None untouched)."""
-    ok = [w == g for w, g in zip(words, gold)]
-    per_kind = {k: float(np.mean([o for o, kk in zip(ok, kinds) if kk == k])) for k in sorted(set(kinds) - {""})}
+                  kinds: Sequence[str], gold: Sequence[str], motions: Sequence[str] = ()) -> dict:  # fmt: skip
+    """One setting's row: accuracy over all questions, per question kind and (where ``motions`` labels
+    them) per camera-motion group, and the mean achieved cost (1.0 untouched: ``costs`` is empty without
+    a method). ``config``: the config as JSON (None untouched)."""
+    ok = np.asarray([w == g for w, g in zip(words, gold)], dtype=np.float64)
     return dict(
         label=label,
         config=config,
         cost=cost,
-        accuracy=float(np.mean(ok)),
-        correct=int(sum(ok)),
+        accuracy=float(ok.mean()),
+        correct=int(ok.sum()),
         total=len(ok),
         achieved_cost=float(np.mean(costs)) if costs else 1.0,
-        per_kind=per_kind,
+        per_kind={k: float(ok[where].mean()) for k, where in _groups(kinds).items()},
+        per_motion={m: float(ok[where].mean()) for m, where in _groups(motions).items()},
         answers=list(words),
     )
 
@@ -246,26 +263,29 @@ def paired_change_interval(correct: Sequence[bool], reference: Sequence[bool], r
 def interval_note(resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> str:
     """How the intervals were computed, in words (written with the tables)."""
     return (f"[low, high]: {100 * level:g}% percentile bootstrap interval over questions ({resamples} resamples, "
-            f"seed {seed}); per kind over that kind's questions; change vs untouched paired (both settings "
-            "scored on the same resampled questions)")  # fmt: skip
+            f"seed {seed}); per kind and per camera-motion group over that group's questions; change vs "
+            "untouched paired (both settings scored on the same resampled questions)")  # fmt: skip
 
 
 def add_intervals(rows: Sequence[dict], gold: Sequence[str], kinds: Sequence[str] | None = None,
-                  resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> None:  # fmt: skip
+                  resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL,
+                  motions: Sequence[str] = ()) -> None:  # fmt: skip
     """Add to every row (the first is the untouched model) ``ci`` ([low, high] of the accuracy),
-    ``per_kind_ci``, ``change`` (points against untouched, negative a loss) and ``change_ci`` (paired;
-    None for the untouched row), from the rows' ``answers`` and the ``gold`` first words."""
-    kinds = list(kinds) if kinds is not None else [""] * len(gold)
+    ``per_kind_ci`` and ``per_motion_ci`` (each group resampled within itself), ``change`` (points
+    against untouched, negative a loss) and ``change_ci`` (paired; None for the untouched row), from the
+    rows' ``answers`` and the ``gold`` first words."""
     gold = np.asarray(gold, dtype=object)
     idx = bootstrap_indices(len(gold), resamples, seed)  # the same resampled questions for every row
-    by_kind = {k: np.flatnonzero(np.asarray(kinds, dtype=object) == k) for k in sorted(set(kinds) - {""})}
-    kind_idx = {k: bootstrap_indices(len(where), resamples, seed) for k, where in by_kind.items()}
+    split = {"per_kind_ci": _groups(kinds if kinds is not None else ()), "per_motion_ci": _groups(motions)}
+    group_idx = {key: {g: where[bootstrap_indices(len(where), resamples, seed)] for g, where in groups.items()}
+                 for key, groups in split.items()}  # fmt: skip
     base = None
     for r in rows:
         ok = (np.asarray(r["answers"], dtype=object) == gold).astype(np.float64)
         means = ok[idx].mean(1)
         r["ci"] = _percentiles(means, level)
-        r["per_kind_ci"] = {k: _percentiles(ok[where][kind_idx[k]].mean(1), level) for k, where in by_kind.items()}
+        for key, groups in group_idx.items():
+            r[key] = {g: _percentiles(ok[resampled].mean(1), level) for g, resampled in groups.items()}
         if base is None:
             base = (ok, means)
             r["change"], r["change_ci"] = 0.0, None
@@ -334,6 +354,7 @@ def evaluate_shard(
         meta=dict(meta or {}),
         gold=[first_word(it.answer) for it in items],
         kinds=[it.kind for it in items],
+        motions=motion_labels(items),
         questions=[it.question for it in items],
         indices=indices,
         settings=settings,
@@ -388,8 +409,8 @@ def merge_shards(partials: Sequence[dict], resamples: int = RESAMPLES, seed: int
         got = sorted(f"{p['shard'][0]}/{p['shard'][1]}" for p in partials)
         raise ValueError(f"shards must be 0/n .. n-1/n of one run, each once; got {got}")
     for p in partials[1:]:
-        for key in ("gold", "kinds", "questions", "batch_size", "new_tokens", "meta"):
-            if p[key] != first[key]:
+        for key in ("gold", "kinds", "motions", "questions", "batch_size", "new_tokens", "meta"):
+            if p.get(key) != first.get(key):
                 raise ValueError(f"shards {first['shard']} and {p['shard']} differ in {key}: not the same run")
         if [_setting_key(s) for s in p["settings"]] != [_setting_key(s) for s in first["settings"]]:
             raise ValueError(f"shards {first['shard']} and {p['shard']} ran different methods or budgets")
@@ -397,6 +418,7 @@ def merge_shards(partials: Sequence[dict], resamples: int = RESAMPLES, seed: int
     covered = sorted(q for p in partials for q in p["indices"])
     if covered != list(range(count)):
         raise ValueError(f"the shards cover {len(covered)} answers of {count} questions, not each question once")
+    motions = first.get("motions", [])  # absent in shards written before the split by motion
     rows = []
     for j, setting in enumerate(first["settings"]):
         words, costs = [None] * count, [None] * count
@@ -408,16 +430,16 @@ def merge_shards(partials: Sequence[dict], resamples: int = RESAMPLES, seed: int
                     costs[q] = s["costs"][k]
         costs = [] if setting["config"] is None else costs
         rows.append(_accuracy_row(setting["label"], setting["config"], setting["cost"], words, costs, first["kinds"],
-                                  first["gold"]))  # fmt: skip
+                                  first["gold"], motions))  # fmt: skip
     base = rows[0]["accuracy"]
     for r in rows:
         r["drop"] = round(100 * (base - r["accuracy"]), 4)
-    add_intervals(rows, first["gold"], first["kinds"], resamples, seed)
+    add_intervals(rows, first["gold"], first["kinds"], resamples, seed, motions=motions)
     if out_dir is not None:
         info = {**first["meta"], **(meta or {})}
         if n > 1:
             info["shards"] = n
-        extra = dict(gold=first["gold"], questions=first["questions"], kinds=first["kinds"],
+        extra = dict(gold=first["gold"], questions=first["questions"], kinds=first["kinds"], motions=motions,
                      interval=interval_note(resamples, seed))  # fmt: skip
         write_tables(rows, out_dir, {**info, **extra})
     return rows
@@ -451,6 +473,13 @@ def _interval(ci: Sequence[float] | None, scale: float = 1.0, digits: int = 3) -
     return "" if ci is None else f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
 
 
+def _group_cell(row: dict, key: str, group: str) -> str:
+    """A row's accuracy on one group of questions (``key``: per_kind or per_motion) with its interval."""
+    if group not in row.get(key, {}):
+        return "nan"
+    return f"{row[key][group]:.3f}{_interval(row.get(key + '_ci', {}).get(group))}"
+
+
 def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = None) -> Path:
     """``eval.json`` (meta + rows), ``eval.md`` (the paper-style table, with each accuracy's interval
     when the rows have them, see :func:`add_intervals`) and ``eval.png`` in ``out_dir``."""
@@ -458,11 +487,12 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = 
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps({**(meta or {}), "rows": list(rows)}, indent=1))
     kinds = sorted({k for r in rows for k in r.get("per_kind", {})})
+    motions = sorted({m for r in rows for m in r.get("per_motion", {})})
     intervals = all("ci" in r for r in rows)
     # the change in points, as the README writes it: -4.6 is a loss (the JSON's "drop" is +4.6)
     head = ["method", "budget (cost)", "accuracy", "change vs untouched (points)", "achieved cost"]
     head += ["change, 95% CI (points)"] if intervals else []
-    head += kinds
+    head += kinds + motions
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cost = "-" if r["cost"] is None else f"{r['cost']:.2g}"
@@ -471,15 +501,13 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = 
         if intervals:
             ci = r.get("change_ci")
             cells.append("-" if ci is None else f"[{ci[0] + 0.0:+.1f}, {ci[1] + 0.0:+.1f}]")
-        cells += [
-            f"{r['per_kind'][k]:.3f}{_interval(r.get('per_kind_ci', {}).get(k))}" if k in r["per_kind"] else "nan"
-            for k in kinds
-        ]
+        cells += [_group_cell(r, "per_kind", k) for k in kinds] + [_group_cell(r, "per_motion", m) for m in motions]
         lines.append(
             f"| {r['label']} | {cost} | {r['accuracy']:.3f}{_interval(r.get('ci'))} ({r['correct']}/{r['total']}) | "
             f"{drop} | " + " | ".join(cells) + " |"
         )
-    info = {k: v for k, v in (meta or {}).items() if k not in ("gold", "questions", "kinds", "interval", "shards")}
+    info = {k: v for k, v in (meta or {}).items()
+            if k not in ("gold", "questions", "kinds", "motions", "interval", "shards")}  # fmt: skip
     if info:
         lines += ["", ", ".join(f"{k}: {v}" for k, v in info.items())]
     if (meta or {}).get("interval"):

@@ -42,8 +42,7 @@ def wrap_generate(model: nn.Module, local: threading.local) -> InstanceAttribute
         finally:
             local.generation = outer
 
-    model.generate = generate
-    return InstanceAttribute(model, "generate")
+    return InstanceAttribute(model, "generate", generate)
 
 
 def row_repeats(host: dict) -> int:

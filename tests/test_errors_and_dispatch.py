@@ -65,6 +65,31 @@ def test_apply_twice_refuses_and_remove_twice_is_harmless(processors):
     framefusion.apply(model).remove()  # after removal, applying again works
 
 
+def test_remove_gives_back_the_users_own_wrappers(processors, videos):
+    """A user's (or another library's) instance-level wrappers of the methods framefusion wraps survive
+    apply/remove, and are still called while framefusion is applied."""
+    family = "qwen2_vl"
+    model = build_tiny_model(family, num_layers=2, processor=processors[family])
+    base, calls = model.model, []
+    user_generate, user_features = model.generate, base.get_video_features
+
+    def generate(*args, **kwargs):
+        calls.append("generate")
+        return user_generate(*args, **kwargs)
+
+    def get_video_features(*args, **kwargs):
+        calls.append("features")
+        return user_features(*args, **kwargs)
+
+    model.generate, base.get_video_features = generate, get_video_features
+    with framefusion.apply(model, FrameFusionConfig(cost=0.5)):
+        assert model.generate is not generate and base.get_video_features is not get_video_features
+        inputs = make_inputs(processors[family], ["What moves?"], [videos[8]])
+        model.generate(**inputs, max_new_tokens=1, do_sample=False)
+    assert calls == ["generate", "features"]
+    assert vars(model)["generate"] is generate and vars(base)["get_video_features"] is get_video_features
+
+
 def test_unsupported_attention_implementation(processors):
     model = build_tiny_model("qwen2_vl", num_layers=2, processor=processors["qwen2_vl"])
     model.config.text_config._attn_implementation = "flex_attention"

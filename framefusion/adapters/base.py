@@ -252,12 +252,21 @@ def tile_grids(
 
 
 class InstanceAttribute:
-    """Handle for an attribute set on an instance (a wrapped method): ``remove()`` deletes it,
-    uncovering the class's own."""
+    """Sets ``obj.name = value`` on the instance (a wrapped method); ``remove()`` gives the instance back
+    what it had: its own earlier attribute (another wrapper, e.g. the user's), or none, uncovering the
+    class's. A later wrapper set over this one and still in place is left alone."""
 
-    def __init__(self, obj, name: str):
-        self.obj, self.name = obj, name
+    _NONE = object()
+
+    def __init__(self, obj, name: str, value: Any):
+        self.obj, self.name, self.value = obj, name, value
+        self.previous = vars(obj).get(name, self._NONE)
+        setattr(obj, name, value)
 
     def remove(self) -> None:
-        if self.name in vars(self.obj):
+        if vars(self.obj).get(self.name, self._NONE) is not self.value:
+            return  # already removed, or wrapped over by someone else: theirs stays
+        if self.previous is self._NONE:
             delattr(self.obj, self.name)
+        else:
+            setattr(self.obj, self.name, self.previous)

@@ -69,8 +69,7 @@ class _LlavaVideoAdapter(Adapter):
                 record(_RECORD, tuple(pixel_values_videos.shape[:2]))
             return original(pixel_values_videos, *args, **kwargs)
 
-        base.get_video_features = get_video_features
-        return [InstanceAttribute(base, "get_video_features")]
+        return [InstanceAttribute(base, "get_video_features", get_video_features)]
 
     def tokens_per_side(self) -> int:
         """Rows (= columns) of a frame's token grid."""

@@ -46,8 +46,7 @@ class Qwen2VLAdapter(Adapter):
             record("video_grid_thw", video_grid_thw)
             return original(pixel_values_videos, video_grid_thw, *args, **kwargs)
 
-        base.get_video_features = get_video_features
-        return [InstanceAttribute(base, "get_video_features")]
+        return [InstanceAttribute(base, "get_video_features", get_video_features)]
 
     def _video_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
         """(b, L) bool: the video tokens (frame content only)."""

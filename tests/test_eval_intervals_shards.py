@@ -1,5 +1,6 @@
 """``framefusion eval``'s bootstrap intervals and its data-parallel path (shards, merge, accelerate launch)."""
 
+import contextlib
 import json
 import math
 import os
@@ -9,7 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+import framefusion
 from framefusion.cli import main
 from framefusion.config import FrameFusionConfig, RandomPruneConfig
 from framefusion.tools import evaluate as ev
@@ -154,6 +157,35 @@ def test_two_shards_give_the_answers_and_table_of_one_process(shipped, tmp_path)
         ev.merge_shards(partials[:1])
     with pytest.raises(ValueError, match="each once"):
         ev.merge_shards([partials[0], partials[0]])
+
+
+def test_answers_equal_a_plain_loop_and_the_vision_tower_runs_once_per_batch(shipped):
+    """eval answers batch by batch, every setting on one processor output and one vision pass: the same
+    first words as a plain loop that prepares and answers every setting afresh."""
+    from framefusion.data.synthetic_qa import chat_text
+
+    model, processor = shipped
+    items = ev.synthetic_test_set(2 * BATCH, start=100)
+    configs = [FrameFusionConfig(cost=0.2), RandomPruneConfig(cost=0.15)]
+    vision_calls = []
+    hook = model.model.visual.register_forward_hook(lambda *_: vision_calls.append(1))
+    try:
+        rows = ev.evaluate(model, processor, items, configs, batch_size=BATCH, progress=False)
+    finally:
+        hook.remove()
+    assert len(vision_calls) == 2  # two batches, three settings each
+    for row, config in zip(rows, [None, *configs]):
+        expected = []
+        for i in range(0, len(items), BATCH):
+            chunk = items[i : i + BATCH]
+            inputs = processor(text=[chat_text(processor, it.question) for it in chunk],
+                               videos=[it.video for it in chunk], padding=True, return_tensors="pt")  # fmt: skip
+            with framefusion.apply(model, config) if config else contextlib.nullcontext(), torch.no_grad():
+                out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+            texts = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            expected += [ev.first_word(t) for t in texts]
+        assert row["answers"] == expected, row["label"]
+    assert "get_video_features" not in vars(model.model)  # the reuse is gone after the run
 
 
 def test_eval_command_shard_and_merge(tmp_path, capsys):

@@ -28,8 +28,11 @@ seeds, never trained on), or a JSON list of ``{"video": file, "question": ..., "
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..adapters.base import InstanceAttribute
 from ..engine import apply
 from .compare import config_dict, method_label, pyplot, save_figure, sweep
 from .loading import training_info
@@ -60,6 +64,7 @@ __all__ = [
     "plot_accuracy",
     "shard_indices",
     "synthetic_test_set",
+    "vision_features_reused",
     "write_tables",
 ]
 
@@ -143,35 +148,101 @@ def default_methods(costs: Sequence[float] = (0.3, 0.5, 0.7)) -> list[Any]:
     return sweep([FrameFusionConfig(), FastVConfig(), RandomPruneConfig()], costs)
 
 
-def _answers(model, processor, items: Sequence[QAItem], batch_size: int, new_tokens: int, handle=None,
-             progress: bool = False, label: str = ""):  # fmt: skip
-    """First words of the answers, and the achieved costs with a ``handle``; ``progress``: a bar (stderr)
-    counting the questions answered, since one setting of a large set takes minutes."""
-    from tqdm.auto import tqdm
+@contextmanager
+def vision_features_reused(model):
+    """Within: the vision tower runs once per batch, whatever the settings it is answered under.
 
+    The base model's ``get_video_features`` / ``get_image_features`` keep each result and return it when
+    called again with the very same argument objects (the same processor output under another setting;
+    the arguments are kept alive, so an ``id`` cannot be reused by another object). Exact because every
+    method acts inside the LLM, after the vision tower: its features do not depend on the setting."""
+    base = getattr(model, "model", model)
+    wrappers = []
+    for name in ("get_video_features", "get_image_features"):
+        original = getattr(base, name, None)
+        if original is None:
+            continue
+        memo: dict = {}
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)  # generate() reads the encoder's signature
+        def reused(*args, _original=original, _memo=memo, _signature=signature, **kwargs):
+            key = _call_key(_signature, args, kwargs)
+            if key not in _memo:
+                _memo[key] = (args, kwargs, _original(*args, **kwargs))  # kept alive: their ids stay theirs
+            return _memo[key][2]
+
+        wrappers.append(InstanceAttribute(base, name, reused))
+    try:
+        yield
+    finally:
+        for wrapper in reversed(wrappers):
+            wrapper.remove()
+
+
+def _call_key(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple:
+    """The identity of each argument of a call, by parameter name (an adapter's wrapper passes by
+    position what generate() passes by name; ``*args`` / ``**kwargs`` are spread out)."""
+    key = []
+    for name, value in signature.bind(*args, **kwargs).arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            key += sorted((k, id(v)) for k, v in value.items())
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            key += [(name, tuple(map(id, value)))]
+        else:
+            key.append((name, id(value)))
+    return tuple(key)
+
+
+def _batch_inputs(model, processor, chunk: Sequence[QAItem]):
+    """The processor's (left-padded) output for a batch of questions, on the model's device."""
     from ..data.synthetic_qa import chat_text
 
-    words, costs = [], []
-    bar = tqdm(
-        total=len(items), desc=f"  {label}", unit="q", leave=False, disable=not progress, mininterval=0
-    )  # every batch shows, however fast
+    return processor(
+        text=[chat_text(processor, it.question) for it in chunk],
+        videos=[it.video for it in chunk],
+        padding=True,
+        return_tensors="pt",
+    ).to(model.device)
+
+
+def _first_words(model, processor, inputs, new_tokens: int) -> list[str]:
+    """Greedy answers to one batch, as their first words."""
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+    texts = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [first_word(t) for t in texts]
+
+
+def _setting_answers(model, processor, items: Sequence[QAItem], configs: Sequence[Any], batch_size: int,
+                     new_tokens: int, progress: bool) -> list[dict]:  # fmt: skip
+    """The untouched setting, then one per config (the method applied around its questions only): label,
+    config (JSON), cost, the first words answered and the achieved costs (none untouched), in question order.
+
+    Batch by batch: each batch is prepared, and its vision features computed, once for every setting
+    (:func:`vision_features_reused`); the bar (stderr) counts answers, since a large set takes minutes."""
+    from tqdm.auto import tqdm
+
+    settings = [dict(label=UNTOUCHED, config=None, cost=None, answers=[], costs=[])]
+    settings += [dict(label=method_label(c), config=config_dict(c), cost=getattr(c, "cost", None), answers=[],
+                      costs=[]) for c in configs]  # fmt: skip
+    bar = tqdm(total=len(items) * len(settings), desc="eval (questions x settings)", unit="answer",
+               disable=not progress, mininterval=0)  # fmt: skip  # every batch shows, however fast
     for i in range(0, len(items), batch_size):
-        chunk = items[i : i + batch_size]
-        inputs = processor(
-            text=[chat_text(processor, it.question) for it in chunk],
-            videos=[it.video for it in chunk],
-            padding=True,
-            return_tensors="pt",
-        ).to(model.device)
-        with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
-        texts = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        words += [first_word(t) for t in texts]
-        if handle is not None:
-            costs += list(handle.last_report().achieved_cost)
-        bar.update(len(chunk))
+        inputs = _batch_inputs(model, processor, items[i : i + batch_size])
+        with vision_features_reused(model):
+            for setting, config in zip(settings, [None, *configs]):
+                bar.set_postfix_str(f"{setting['label']} cost={setting['cost'] or '-'}", refresh=False)
+                if config is None:
+                    setting["answers"] += _first_words(model, processor, inputs, new_tokens)
+                else:
+                    with apply(model, config, processor=processor) as handle:
+                        setting["answers"] += _first_words(model, processor, inputs, new_tokens)
+                        setting["costs"] += [float(c) for c in handle.last_report().achieved_cost]
+                bar.update(len(inputs["input_ids"]))
     bar.close()
-    return words, costs
+    return settings
 
 
 MOVING, STILL = "camera moves", "still camera"  # the groups of the split by camera motion
@@ -206,26 +277,6 @@ def _accuracy_row(label: str, config: dict | None, cost: float | None, words: Se
         per_motion={m: float(ok[where].mean()) for m, where in _groups(motions).items()},
         answers=list(words),
     )
-
-
-def _setting_answers(model, processor, items: Sequence[QAItem], configs: Sequence[Any], batch_size: int,
-                     new_tokens: int, progress: bool) -> list[dict]:  # fmt: skip
-    """The untouched setting, then one per config (the method applied around its questions only): label,
-    config (JSON), cost, the first words answered and the achieved costs (none untouched), in question order."""
-    from tqdm.auto import tqdm
-
-    settings = []
-    for config in tqdm([None, *configs], desc="eval (methods x budgets)", disable=not progress):
-        if config is None:
-            words, costs = _answers(model, processor, items, batch_size, new_tokens, None, progress, UNTOUCHED)
-            settings.append(dict(label=UNTOUCHED, config=None, cost=None, answers=words, costs=costs))
-            continue
-        with apply(model, config, processor=processor) as handle:
-            label = f"{method_label(config)} cost={getattr(config, 'cost', '-')}"
-            words, costs = _answers(model, processor, items, batch_size, new_tokens, handle, progress, label)
-        settings.append(dict(label=method_label(config), config=config_dict(config), cost=getattr(config, "cost", None),
-                             answers=words, costs=[float(c) for c in costs]))  # fmt: skip
-    return settings
 
 
 # ------------------------------------------------------------------------------------------ intervals
@@ -341,11 +392,7 @@ def evaluate_shard(
     configs = default_methods() if configs is None else list(configs)
     indices = shard_indices(len(items), batch_size, shard)
     mine = [replace(items[q], video=as_uint8_video(items[q].video, f"question {q}'s video")) for q in indices]
-    settings = _setting_answers(model, processor, mine, configs, batch_size, new_tokens, progress) if mine else [
-        dict(label=UNTOUCHED, config=None, cost=None, answers=[], costs=[]),
-        *(dict(label=method_label(c), config=config_dict(c), cost=getattr(c, "cost", None), answers=[], costs=[])
-          for c in configs),
-    ]  # fmt: skip
+    settings = _setting_answers(model, processor, mine, configs, batch_size, new_tokens, progress)
     partial = dict(
         format=SHARD_FORMAT,
         shard=[int(shard[0]), int(shard[1])],

@@ -264,7 +264,8 @@ def test_eval_takes_the_test_split_the_model_was_trained_on(tmp_path):
     items = synthetic_test_set(5, model_path=tmp_path)
     want = synthetic_qa_v2.make_split("test", 5, num_frames=24, size=112)
     assert [(i.question, i.answer, i.kind, i.motion) for i in items] == [(s.question, s.answer, s.kind, s.motion) for s in want]
-    assert items[0].video.shape == (24, 112, 112, 3) and all(i.motion is not None for i in items)
+    assert all(np.array_equal(i.frames(), s.video) for i, s in zip(items, want))  # rendered when asked for
+    assert items[0].frames().shape == (24, 112, 112, 3) and all(i.motion is not None for i in items)
     (tmp_path / "training.json").write_text(json.dumps({"frames": 8, "size": 112}))
     items = synthetic_test_set(3, model_path=tmp_path)
     assert [i.question for i in items] == [s.question for s in synthetic_qa.make_split("test", 3, num_frames=8, size=112)]
@@ -272,3 +273,32 @@ def test_eval_takes_the_test_split_the_model_was_trained_on(tmp_path):
     (tmp_path / "training.json").write_text(json.dumps({"data": "v3"}))
     with pytest.raises(ValueError, match="names data 'v3'; known: 'v1', 'v2'"):
         synthetic_test_set(3, model_path=tmp_path)
+
+
+def test_eval_holds_one_batch_of_v2_videos_at_a_time(tmp_path):
+    """A v2 test set is made without rendering its videos, and eval renders them batch by batch: the
+    peak of numpy/torch memory allocated stays near one batch's videos, not the set's (measured)."""
+    import tracemalloc
+
+    from framefusion.tools import evaluate as ev
+    from framefusion.tools.answer import load_video_model
+    from framefusion.tools.loading import SHIPPED_MODEL, ModelOptions
+
+    loaded = load_video_model(SHIPPED_MODEL, ModelOptions(device="cpu"))
+    (tmp_path / "training.json").write_text(json.dumps({"data": "v2", "frames": 24, "size": 112}))
+    count, batch = 24, 4
+    video_bytes = 24 * 112 * 112 * 3
+    tracemalloc.start()
+    try:
+        items = ev.synthetic_test_set(count, model_path=tmp_path)
+        made = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        rows = ev.evaluate(loaded.model, loaded.processor, items, [], batch_size=batch, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows[0]["total"] == count
+    assert made < video_bytes  # not one video rendered to make the set
+    # one batch: its uint8 videos, the processor's float32 patches (4 bytes a value: about 4 videos'
+    # worth of uint8 each) and the activations, measured 13.9 MB; all 24 uint8 videos alone are 21.7 MB
+    assert peak < count * video_bytes, (peak, count * video_bytes)

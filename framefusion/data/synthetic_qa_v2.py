@@ -392,6 +392,7 @@ def camera_of(split: str, index: int, motion_share: float = 0.5, num_frames: int
               size: int = SIZE) -> dict[str, Any]:  # fmt: skip
     """The camera of sample ``index`` of ``split`` without rendering it: ``motion``, ``camera``, per-frame
     view ``centre`` (world pixels) and ``scale`` (world pixels per screen pixel), ``world`` size."""
+    _check_args(split, None, num_frames, size, motion_share)
     return _camera(np.random.default_rng([SPLIT_SEEDS[split], int(index), 1]), motion_share, num_frames, size)
 
 

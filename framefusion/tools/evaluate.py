@@ -35,7 +35,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -77,19 +77,25 @@ SHARD_FORMAT = "framefusion-eval-shard/1"
 
 @dataclass(frozen=True)
 class QAItem:
-    video: np.ndarray  # (T, H, W, 3) uint8
+    # (T, H, W, 3) uint8, or a function that makes it: rendered when the question is answered, so that a
+    # large synthetic set holds one batch of videos at a time (see :meth:`frames`)
+    video: np.ndarray | Callable[[], np.ndarray]
     question: str
     answer: str
     kind: str = ""
     source: str = ""
     motion: bool | None = None  # synthetic QA v2: the camera pans or zooms in this clip (None: not known)
 
+    def frames(self) -> np.ndarray:
+        """The video's frames (made now when ``video`` is a function)."""
+        return self.video() if callable(self.video) else self.video
+
 
 def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | None = None, start: int = 0,
                        model_path: str | Path | None = None) -> list[QAItem]:  # fmt: skip
     """``count`` questions of the synthetic test split the model was trained on (``training.json``'s
     ``data``: v1, or v2 with camera motion); frames/size default to those it was trained on."""
-    from ..data import synthetic_qa, synthetic_qa_v2
+    from ..data import synthetic_qa
 
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -97,13 +103,30 @@ def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | 
     data = info.get("data", "v1")
     if data not in ("v1", "v2"):
         raise ValueError(f"the model's training.json names data {data!r}; known: 'v1', 'v2'")
-    module = synthetic_qa_v2 if data == "v2" else synthetic_qa
     frames = frames or info.get("frames", 8)
     size = size or info.get("size", 112)
+    if data == "v2":  # 2.7 MB a video: each is rendered when answered; the rest is known without rendering
+        return [_lazy_v2_item(i, frames, size) for i in range(start, start + count)]
     return [
-        QAItem(s.video, s.question, s.answer, s.kind, f"test/{s.seed[1]}", getattr(s, "motion", None))
-        for s in module.make_split("test", count, start=start, num_frames=frames, size=size)
+        QAItem(s.video, s.question, s.answer, s.kind, f"test/{s.seed[1]}")
+        for s in synthetic_qa.make_split("test", count, start=start, num_frames=frames, size=size)
     ]
+
+
+def _lazy_v2_item(index: int, frames: int, size: int) -> QAItem:
+    """Test question ``index`` of synthetic QA v2, its video made when asked for."""
+    from ..data import synthetic_qa_v2 as v2
+
+    kind, answer = v2.planned_question(index)
+    motion = bool(v2.camera_of("test", index, num_frames=frames, size=size)["motion"])
+    render = functools.partial(_v2_video, index, frames, size)
+    return QAItem(render, v2.QUESTIONS[kind], answer, kind, f"test/{index}", motion)
+
+
+def _v2_video(index: int, frames: int, size: int) -> np.ndarray:
+    from ..data import synthetic_qa_v2 as v2
+
+    return v2.make_sample("test", index, num_frames=frames, size=size).video
 
 
 def load_qa(
@@ -201,7 +224,7 @@ def _batch_inputs(model, processor, chunk: Sequence[QAItem]):
 
     return processor(
         text=[chat_text(processor, it.question) for it in chunk],
-        videos=[it.video for it in chunk],
+        videos=[as_uint8_video(it.frames(), f"{it.source or 'a question'}'s video") for it in chunk],
         padding=True,
         return_tensors="pt",
     ).to(model.device)
@@ -391,7 +414,7 @@ def evaluate_shard(
     parse_shard(f"{shard[0]}/{shard[1]}")
     configs = default_methods() if configs is None else list(configs)
     indices = shard_indices(len(items), batch_size, shard)
-    mine = [replace(items[q], video=as_uint8_video(items[q].video, f"question {q}'s video")) for q in indices]
+    mine = [replace(items[q], source=items[q].source or f"question {q}") for q in indices]  # videos made per batch
     settings = _setting_answers(model, processor, mine, configs, batch_size, new_tokens, progress)
     partial = dict(
         format=SHARD_FORMAT,

@@ -26,6 +26,7 @@ defaults for the clip and run sizes (:data:`V2_DEFAULTS`); version 1 stays the d
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -256,7 +257,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--first-sample", type=int, default=0, help="index of the first training sample drawn")
     p.add_argument("--data", choices=("v1", "v2"), default="v1",
                    help="v1: framefusion.data.synthetic_qa (the shipped model); v2: synthetic_qa_v2 (issue 18)")  # fmt: skip
+    p.add_argument("--distractors", action=argparse.BooleanOptionalAction, default=True,
+                   help="v2: draw the objects a question is not about too (--no-distractors: only its own)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.data == "v1" and not args.distractors:
+        p.error("--no-distractors applies to --data v2 only")
     for key, value in (V2_DEFAULTS if args.data == "v2" else V1_DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -269,6 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     encode_fn = data.encode if data else encode
     labelled = data.make_labelled_sample if data else make_labelled_sample
     split_fn = data.make_split if data else make_split
+    if data is not None and not args.distractors:
+        labelled = functools.partial(labelled, distractors=False)
+        split_fn = functools.partial(split_fn, distractors=False)
 
     from tqdm.auto import tqdm
 

@@ -168,6 +168,24 @@ def test_the_answer_is_in_the_frames(index):
     assert answer_from_frames(sample, scene) == sample.answer, (sample.kind, sample.camera)
 
 
+@pytest.mark.parametrize("index", range(10))
+def test_without_distractors_only_the_asked_object_is_drawn_and_the_answer_stays(index):
+    sample, scene = drawn("validation", index, distractors=False)
+    full, _ = drawn("validation", index)
+    assert (sample.question, sample.answer, sample.kind, sample.motion) == (full.question, full.answer, full.kind,
+                                                                            full.motion)  # fmt: skip
+    assert answer_from_frames(sample, scene) == sample.answer, (sample.kind, sample.camera)
+    asked = {"flash_colour": ["lamp"], "count": ["lamp"], "dot": ["dot"], "order": ["shape", "shape"],
+             "turns_into": ["shape"]}[sample.kind]  # fmt: skip
+    shown = [obj["role"] for obj in scene["objects"] if any(c is not None for c in obj["colours"])]
+    assert shown == asked
+    # an object left out is not in the pixels: where the full clip shows it, this one shows background
+    for obj in scene["objects"]:
+        if all(c is None for c in obj["colours"]):
+            f = len(sample.video) // 2
+            assert _disc_colour(sample.video[f], obj["centre"][f], obj["radius"][f], lamp=True) is None
+
+
 def test_checker_covers_each_kind_with_and_without_camera_motion():
     seen = {(drawn("validation", i)[0].kind, drawn("validation", i)[0].motion) for i in range(20)}
     assert {k for k, _ in seen} == set(qa.KINDS) and {m for _, m in seen} == {True, False}

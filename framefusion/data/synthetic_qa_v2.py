@@ -34,6 +34,13 @@ kind              question                                    answers
 each (so the number of lit frames is twice the answer), at least 4 dark frames apart; in the other
 kinds the lamp flashes 1 to 4 times as a distractor.
 
+``distractors=False`` draws only the objects the question is about (the lamp for ``flash_colour`` and
+``count``, the dot for ``dot``, both shapes for ``order``, the changing shape for ``turns_into``); the
+scene, its timing and the camera are drawn exactly as with distractors, so sample ``i`` is the same clip
+minus the other objects. The answer still sits in the same few tokens, so what reduction can lose is
+unchanged, while a small model learns to read it far sooner (measured: the 1.6M-parameter model stays
+near chance on every kind but ``dot`` after 600 steps with distractors).
+
 Every sample records its ``kind`` and whether its camera moves (``motion``, and ``camera``: ``"still"``,
 ``"pan"``, ``"zoom"`` or ``"pan+zoom"``), so accuracy can be split by both. The camera path is drawn
 from its own random stream: sample ``i`` shows the same scene whatever ``motion_share`` is (only the
@@ -332,6 +339,13 @@ def _objects(scene: dict[str, Any], cam: dict[str, Any], num_frames: int, size: 
             for k, (form, role, cols) in enumerate(specs)]  # fmt: skip
 
 
+def _only_asked_about(objects: list[dict[str, Any]], kind: str, changer: int) -> list[dict[str, Any]]:
+    """The objects with every one the question is not about blanked (never drawn): objects are
+    (lamp, dot, first shape, second shape)."""
+    asked = {"flash_colour": {0}, "count": {0}, "dot": {1}, "order": {2, 3}, "turns_into": {2 + changer}}[kind]
+    return [obj if k in asked else {**obj, "colours": [None] * len(obj["colours"])} for k, obj in enumerate(objects)]
+
+
 def _view(bg: np.ndarray, cam: dict[str, Any], num_frames: int, size: int) -> np.ndarray:
     """The background seen by the camera: float32 ``(T, size, size, 3)`` (bilinear; exact crops when still)."""
     out = np.empty((num_frames, size, size, 3), np.float32)
@@ -397,8 +411,8 @@ def camera_of(split: str, index: int, motion_share: float = 0.5, num_frames: int
 
 
 def sample_and_scene(split: str, index: int, num_frames: int = NUM_FRAMES, size: int = SIZE,
-                     kind: str | None = None, motion_share: float = 0.5,
-                     noise: float = 6.0) -> tuple[QASample, dict[str, Any]]:  # fmt: skip
+                     kind: str | None = None, motion_share: float = 0.5, noise: float = 6.0,
+                     distractors: bool = True) -> tuple[QASample, dict[str, Any]]:  # fmt: skip
     """Sample ``index`` of ``split`` and what was drawn for it (deterministic).
 
     ``kind`` fixes the question type (default ``KINDS[index % 5]`` with a balanced answer; with a fixed
@@ -406,6 +420,7 @@ def sample_and_scene(split: str, index: int, num_frames: int = NUM_FRAMES, size:
     The scene dict holds ``objects`` (per object: ``form``, ``role``, per-frame ``colours``, screen
     ``centre`` and ``radius``), ``flashes`` (``[start, end)`` frames), ``windows`` of the two shapes,
     ``changer``, ``change_at``, and the camera (``motion``, ``camera``, ``centre``, ``scale``).
+    ``distractors=False``: only the question's objects are drawn (the others' colours are all None).
     """
     _check_args(split, kind, num_frames, size, motion_share)
     seed = (SPLIT_SEEDS[split], int(index))
@@ -417,6 +432,8 @@ def sample_and_scene(split: str, index: int, num_frames: int = NUM_FRAMES, size:
     cam = camera_of(split, index, motion_share, num_frames, size)
     scene = _draw_scene(rng, kind, answer, num_frames, cam, size)
     objects = _objects(scene, cam, num_frames, size)
+    if not distractors:
+        objects = _only_asked_about(objects, kind, scene["changer"])
     video = _render(rng, np.random.default_rng([*seed, 2]), objects, cam, num_frames, size, noise)
     scene.update(objects=objects, **{k: cam[k] for k in ("motion", "camera", "centre", "scale")})
     sample = QASample(video=video, question=QUESTIONS[kind], answer=answer, kind=kind, seed=seed,
@@ -425,9 +442,9 @@ def sample_and_scene(split: str, index: int, num_frames: int = NUM_FRAMES, size:
 
 
 def make_sample(split: str, index: int, num_frames: int = NUM_FRAMES, size: int = SIZE, kind: str | None = None,
-                motion_share: float = 0.5, noise: float = 6.0) -> QASample:  # fmt: skip
+                motion_share: float = 0.5, noise: float = 6.0, distractors: bool = True) -> QASample:  # fmt: skip
     """Sample ``index`` of ``split`` (deterministic); see :func:`sample_and_scene`."""
-    return sample_and_scene(split, index, num_frames, size, kind, motion_share, noise)[0]
+    return sample_and_scene(split, index, num_frames, size, kind, motion_share, noise, distractors)[0]
 
 
 def make_split(split: str, count: int, start: int = 0, **kwargs: Any) -> list[QASample]:

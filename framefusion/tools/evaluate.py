@@ -106,27 +106,28 @@ def synthetic_test_set(count: int = 200, frames: int | None = None, size: int | 
     frames = frames or info.get("frames", 8)
     size = size or info.get("size", 112)
     if data == "v2":  # 2.7 MB a video: each is rendered when answered; the rest is known without rendering
-        return [_lazy_v2_item(i, frames, size) for i in range(start, start + count)]
+        distractors = bool(info.get("distractors", True))
+        return [_lazy_v2_item(i, frames, size, distractors) for i in range(start, start + count)]
     return [
         QAItem(s.video, s.question, s.answer, s.kind, f"test/{s.seed[1]}")
         for s in synthetic_qa.make_split("test", count, start=start, num_frames=frames, size=size)
     ]
 
 
-def _lazy_v2_item(index: int, frames: int, size: int) -> QAItem:
+def _lazy_v2_item(index: int, frames: int, size: int, distractors: bool) -> QAItem:
     """Test question ``index`` of synthetic QA v2, its video made when asked for."""
     from ..data import synthetic_qa_v2 as v2
 
     kind, answer = v2.planned_question(index)
     motion = bool(v2.camera_of("test", index, num_frames=frames, size=size)["motion"])
-    render = functools.partial(_v2_video, index, frames, size)
+    render = functools.partial(_v2_video, index, frames, size, distractors)
     return QAItem(render, v2.QUESTIONS[kind], answer, kind, f"test/{index}", motion)
 
 
-def _v2_video(index: int, frames: int, size: int) -> np.ndarray:
+def _v2_video(index: int, frames: int, size: int, distractors: bool) -> np.ndarray:
     from ..data import synthetic_qa_v2 as v2
 
-    return v2.make_sample("test", index, num_frames=frames, size=size).video
+    return v2.make_sample("test", index, num_frames=frames, size=size, distractors=distractors).video
 
 
 def load_qa(

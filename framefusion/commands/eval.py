@@ -10,8 +10,9 @@ from .common import add_model_arguments, check_model_arguments, model_options
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
 
-DESCRIPTION = """Accuracy vs budget on video QA, with 95% bootstrap intervals (overall, per question kind, and the
-paired change against the untouched model).
+DESCRIPTION = """Accuracy vs budget on video QA, with 95% bootstrap intervals (overall, per question kind, per
+camera-motion group where the questions know it (synthetic QA v2), and the paired change against the
+untouched model). Each batch is prepared, and its vision tower run, once for all settings.
 
 Data-parallel: under `accelerate launch --num_processes N -m framefusion eval ...` (or torchrun) each
 process answers its shard (the batches rank, rank + N, ... of --batch questions) and rank 0 gathers them

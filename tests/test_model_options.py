@@ -88,6 +88,20 @@ def test_every_form_loads():
     assert what == "random weights" and {p.device.type for p in model.parameters()} == {"meta"}
 
 
+def test_shipped_models_load_by_name_and_eval_follows_their_data():
+    from framefusion.tools.evaluate import synthetic_test_set
+    from framefusion.tools.loading import SHIPPED_MODELS, training_info
+
+    for name, folder in SHIPPED_MODELS.items():
+        model, _, what = load_model(name, device="cpu")
+        assert "shipped" in what and model.config.model_type == "qwen2_vl"
+        assert training_info(name) == training_info(folder)
+    assert training_info("synthetic-v1").get("data", "v1") == "v1" and training_info("synthetic-v2")["data"] == "v2"
+    item = synthetic_test_set(1, model_path="synthetic-v2")[0]
+    info = training_info("synthetic-v2")
+    assert item.frames().shape == (info["frames"], info["size"], info["size"], 3) and item.motion is not None
+
+
 def test_device_map_is_for_checkpoints_only():
     with pytest.raises(ValueError, match="device_map applies to checkpoints"):
         load_model("tiny:qwen2_vl", device="cpu", device_map="auto")

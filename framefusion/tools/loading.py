@@ -2,7 +2,8 @@
 
 ``spec`` takes every form the commands accept:
 
-- ``None``: the small trained model shipped in ``framefusion/assets/model/``;
+- ``None``: the small trained model shipped in ``framefusion/assets/model/`` (also by name,
+  ``synthetic-v1``; ``synthetic-v2``: the one trained on synthetic QA v2, ``assets/model_v2/``);
 - ``tiny:FAMILY``: a tiny model of a supported family with random weights (``framefusion.tiny_models.zoo``);
 - a shipped config name (``framefusion/assets/configs/``): a real-size Qwen2-VL with random weights;
 - a local folder saved with ``save_pretrained``;
@@ -21,8 +22,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-# the small trained model shipped with framefusion (scripts/train_synthetic.py wrote it)
+# the small trained models shipped with framefusion (scripts/train_synthetic.py wrote them): v1's (the
+# default, the demo's) and synthetic QA v2's (the accuracy benchmark), each also by name
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "model"
+SHIPPED_MODELS = {"synthetic-v1": SHIPPED_MODEL, "synthetic-v2": SHIPPED_MODEL.parent / "model_v2"}
 TINY_PREFIX = "tiny:"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3")
@@ -54,10 +57,15 @@ class ModelOptions:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def shipped_path(spec: str | Path | None) -> str | Path | None:
+    """A shipped model's folder for its name (:data:`SHIPPED_MODELS`), else ``spec`` unchanged."""
+    return SHIPPED_MODELS.get(str(spec), spec) if spec is not None else None
+
+
 def training_info(path: str | Path | None = None) -> dict:
     """The ``training.json`` written beside a model by scripts/train_synthetic.py (default: the shipped
-    model's); ``{}`` when there is none."""
-    info = Path(path or SHIPPED_MODEL) / "training.json"
+    model's; a shipped model's name works too); ``{}`` when there is none."""
+    info = Path(shipped_path(path) or SHIPPED_MODEL) / "training.json"
     return json.loads(info.read_text()) if info.is_file() else {}
 
 
@@ -67,7 +75,8 @@ def model_forms() -> str:
     from ..tiny_models.zoo import TINY_FAMILIES
 
     return (
-        f"--model takes tiny:FAMILY ({', '.join(sorted(TINY_FAMILIES))}), a shipped config name "
+        f"--model takes a shipped trained model's name ({', '.join(SHIPPED_MODELS)}), "
+        f"tiny:FAMILY ({', '.join(sorted(TINY_FAMILIES))}), a shipped config name "
         f"({', '.join(shipped_configs())}; random weights), a local folder saved with save_pretrained, "
         "or a Hugging Face model id"
     )
@@ -140,9 +149,7 @@ def load_model(
     """
     target = resolve_device(device)
     check_attn_implementation(attn_implementation)
-    spec = None if spec is None else str(spec)
-    if spec is None:
-        spec = str(SHIPPED_MODEL)
+    spec = str(shipped_path(spec) or SHIPPED_MODEL)
     if spec.startswith(TINY_PREFIX):
         model, processor = _build_tiny(spec[len(TINY_PREFIX) :], target, dtype, attn_implementation)
         what = TINY
@@ -151,7 +158,7 @@ def load_model(
         what = CONFIG
     else:
         model, processor = _from_pretrained(spec, target, dtype, attn_implementation, device_map, trust_remote_code)
-        what = SHIPPED if Path(spec).resolve() == SHIPPED_MODEL else CHECKPOINT
+        what = SHIPPED if Path(spec).resolve() in SHIPPED_MODELS.values() else CHECKPOINT
         return model.eval(), processor, what
     if device_map is not None:
         raise ValueError(f"device_map applies to checkpoints (a folder or a Hugging Face id); {spec} is built on the device")
@@ -163,7 +170,7 @@ def check_model_spec(spec: str | Path | None) -> None:
     a malformed id, or a hub id that is not cached while the hub cannot be reached (one short request)."""
     if spec is None:
         return
-    spec = str(spec)
+    spec = str(shipped_path(spec))
     if spec.startswith(TINY_PREFIX):
         from ..tiny_models import zoo
 

@@ -30,8 +30,8 @@ from framefusion.tools.evaluate import MOVING, STILL, UNTOUCHED  # noqa: E402
 
 NAMES = {
     "framefusion": "FrameFusion",
-    "merge-only": "FrameFusion merge-only",
-    "prune-only": "FrameFusion prune-only",
+    "framefusion-merge-only": "FrameFusion merge-only",
+    "framefusion-prune-only": "FrameFusion prune-only",
     "fastv": "FastV (K=2)",
     "evs": "EVS",
     "vidcom2": "VidCom2",
@@ -41,6 +41,8 @@ NAMES = {
     "random": "random pruning",
     "uniform": "uniform tokens",
     "uniform-frames": "uniform frames",
+    "vidcom2@0.5+framefusion": "VidCom2 to 0.5, then FrameFusion",
+    "evs@0.5+framefusion": "EVS to 0.5, then FrameFusion",
 }
 
 
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("runs", nargs="+", help="eval.json of the first run (and optionally a second seed's)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--kind-cost", type=float, default=0.2)
-    p.add_argument("--plot-methods", nargs="*", default=["framefusion", "prune-only", "fastv", "evs", "vidcom2",
+    p.add_argument("--plot-methods", nargs="*", default=["framefusion", "framefusion-prune-only", "fastv", "evs", "vidcom2",
                                                           "fastvid", "holitom", "random"])  # fmt: skip
     args = p.parse_args(argv)
     runs = [load(r) for r in args.runs]

@@ -598,7 +598,7 @@ def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:
     series: dict[str, list[dict]] = {}
     for r in rows:
         series.setdefault(r["label"], []).append(r)
-    for label, items in series.items():
+    for i, (label, items) in enumerate(series.items()):
         items = sorted(items, key=lambda r: r["achieved_cost"])
         x, y = [r["achieved_cost"] for r in items], [100 * r["accuracy"] for r in items]
         err = None
@@ -609,8 +609,9 @@ def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:
             ax.axhline(y[0], color="black", linewidth=0.8, linestyle="--")
             ax.errorbar(x, y, yerr=err, marker="*", markersize=12, linestyle="none", color="black", label=label,
                         zorder=5, capsize=3)  # fmt: skip
-        else:
-            ax.errorbar(x, y, yerr=err, marker="o", label=label, capsize=3)
+        else:  # past the 10 colours of the cycle, a second line style and marker tell the lines apart
+            style = dict(marker="o") if i <= 10 else dict(marker="s", linestyle="--")
+            ax.errorbar(x, y, yerr=err, label=label, capsize=3, **style)
     ax.set(xlabel="achieved cost (share of vision-token compute)", ylabel="accuracy (%)", xlim=(0, 1.05))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

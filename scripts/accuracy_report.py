@@ -64,6 +64,26 @@ def by_method(rows: list[dict]) -> dict[str, dict[float, dict]]:
     return table
 
 
+def costs_of(table: dict[str, dict[float, dict]]) -> list[float]:
+    """Every cost some method of ``table`` ran at, ascending."""
+    return sorted({c for per in table.values() for c in per})
+
+
+def mean_accuracy(per_cost: dict[float, dict], costs: list[float]) -> float:
+    """A method's mean accuracy over those of ``costs`` it ran at."""
+    return float(np.mean([per_cost[c]["accuracy"] for c in costs if c in per_cost]))
+
+
+def by_mean(methods, table: dict[str, dict[float, dict]], costs: list[float]) -> list[str]:
+    """``methods`` from the highest mean accuracy over ``costs`` down (ties keep their order)."""
+    return sorted(methods, key=lambda m: -mean_accuracy(table[m], costs))
+
+
+def cost_cells(per_cost: dict[float, dict], costs: list[float], fmt) -> list[str]:
+    """One table cell per cost: ``fmt(row, cost)``, or empty where the method did not run at it."""
+    return [fmt(per_cost[c], c) if c in per_cost else "" for c in costs]
+
+
 def cell(acc: float, ci: list[float] | None, used: float | None = None, bold: bool = False) -> str:
     text = f"{acc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
     text = f"**{text}**" if bold else text
@@ -72,22 +92,18 @@ def cell(acc: float, ci: list[float] | None, used: float | None = None, bold: bo
 
 def main_table(rows: list[dict]) -> list[str]:
     table, base = by_method(rows), rows[0]
-    costs = sorted({c for per in table.values() for c in per})
-    order = sorted(table, key=lambda m: -np.mean([table[m][c]["accuracy"] for c in costs if c in table[m]]))
+    costs = costs_of(table)
     best = {c: max(table[m][c]["accuracy"] for m in table if c in table[m]) for c in costs}
+
+    def accuracy(r: dict, c: float) -> str:
+        used = r["achieved_cost"] if r["achieved_cost"] < c - 0.02 else None
+        return cell(r["accuracy"], r.get("ci"), used, r["accuracy"] == best[c])
+
     lines = ["| method | " + " | ".join(f"cost {c:g}" for c in costs) + " | mean |", "|---" * (len(costs) + 2) + "|"]
     lines.append(f"| untouched | {cell(base['accuracy'], base.get('ci'))} |" + " |" * len(costs))
-    for m in order:
-        cells = []
-        for c in costs:
-            r = table[m].get(c)
-            if r is None:
-                cells.append("")
-                continue
-            used = r["achieved_cost"] if r["achieved_cost"] < c - 0.02 else None
-            cells.append(cell(r["accuracy"], r.get("ci"), used, r["accuracy"] == best[c]))
-        mean = np.mean([table[m][c]["accuracy"] for c in costs if c in table[m]])
-        lines.append(f"| {name(m)} | " + " | ".join(cells) + f" | {mean:.3f} |")
+    for m in by_mean(table, table, costs):
+        cells = cost_cells(table[m], costs, accuracy)
+        lines.append(f"| {name(m)} | " + " | ".join(cells) + f" | {mean_accuracy(table[m], costs):.3f} |")
     return lines
 
 
@@ -96,21 +112,18 @@ def motion_table(rows: list[dict]) -> list[str]:
     table, base = by_method(rows), rows[0]
     if not base.get("per_motion"):
         return ["(no camera-motion labels in this run)"]
-    costs = sorted({c for per in table.values() for c in per})
+    costs = costs_of(table)
     b = base["per_motion"]
+
+    def change(r: dict, c: float) -> str:
+        pm = r["per_motion"]
+        return f"{100 * (pm[STILL] - b[STILL]):+.1f} / {100 * (pm[MOVING] - b[MOVING]):+.1f}"
+
     lines = [f"untouched: still camera {b[STILL]:.3f}, camera moves {b[MOVING]:.3f}", "",
              "| method | " + " | ".join(f"cost {c:g}: still / moving" for c in costs) + " |",
              "|---" * (len(costs) + 1) + "|"]  # fmt: skip
-    for m in sorted(table, key=lambda m: -np.mean([table[m][c]["accuracy"] for c in costs if c in table[m]])):
-        cells = []
-        for c in costs:
-            r = table[m].get(c)
-            if r is None:
-                cells.append("")
-                continue
-            pm = r["per_motion"]
-            cells.append(f"{100 * (pm[STILL] - b[STILL]):+.1f} / {100 * (pm[MOVING] - b[MOVING]):+.1f}")
-        lines.append(f"| {name(m)} | " + " | ".join(cells) + " |")
+    for m in by_mean(table, table, costs):
+        lines.append(f"| {name(m)} | " + " | ".join(cost_cells(table[m], costs, change)) + " |")
     return lines
 
 
@@ -134,12 +147,9 @@ def seeds_table(first: list[dict], second: list[dict]) -> list[str]:
     common = sorted(set(a) & set(b))
     costs = sorted({c for m in common for c in a[m]} & {c for m in common for c in b[m]})
 
-    def means(t):
-        return {m: float(np.mean([t[m][c]["accuracy"] for c in costs if c in t[m]])) for m in common}
-
-    ma, mb = means(a), means(b)
-    rank_a = {m: i + 1 for i, m in enumerate(sorted(common, key=lambda m: -ma[m]))}
-    rank_b = {m: i + 1 for i, m in enumerate(sorted(common, key=lambda m: -mb[m]))}
+    ma, mb = ({m: mean_accuracy(t[m], costs) for m in common} for t in (a, b))
+    rank_a = {m: i + 1 for i, m in enumerate(by_mean(common, a, costs))}
+    rank_b = {m: i + 1 for i, m in enumerate(by_mean(common, b, costs))}
     lines = [f"untouched: seed 0 {first[0]['accuracy']:.3f}, seed 1 {second[0]['accuracy']:.3f}; "
              f"mean over costs {', '.join(f'{c:g}' for c in costs)}", "",
              "| method | seed 0: mean (rank) | seed 1: mean (rank) | " +

@@ -54,13 +54,14 @@ was drawn (positions per frame, flash frames, windows) for checks and for :func:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from transformers import Qwen2Tokenizer, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
 from ..tiny_models.qwen2_vl import MAX_PIXELS, WORDS, build_tiny_processor
+from .synthetic_qa import QASample as _V1Sample
 from .synthetic_qa import build_qa_model as _build_v1_model
 from .synthetic_qa import answer_tokenizer, chat_text, encode, patchify, shape_mask
 
@@ -140,24 +141,13 @@ _EXTRA_WORDS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class QASample:
-    """One question about one clip; ``video`` is ``(T, H, W, 3)`` uint8.
-
-    ``motion``: the camera moves (pans and/or zooms); ``camera`` says how (``"still"`` when it does not).
+class QASample(_V1Sample):
+    """One question about one clip (version 1's fields and ``as_record``), and its camera: ``motion``,
+    the camera moves (pans and/or zooms); ``camera`` says how (``"still"`` when it does not).
     """
 
-    video: np.ndarray
-    question: str
-    answer: str
-    kind: str
-    seed: tuple[int, int]
     motion: bool
     camera: str
-
-    def as_record(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("video")
-        return d
 
 
 # ------------------------------------------------------------------------------------------ tokenizer

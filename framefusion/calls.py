@@ -11,7 +11,7 @@ decided), so none of this reads the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -48,9 +48,13 @@ class Sample:
     decisions: list[Decision] = field(default_factory=list)
 
     @classmethod
-    def start(cls, method: ReductionMethod, b: int, layout: VideoLayout, row_valid: torch.Tensor, num_layers: int, device) -> "Sample":
+    def start(
+        cls, method: ReductionMethod, b: int, layout: VideoLayout, row_valid: torch.Tensor, num_layers: int, device,
+        pricing: Callable[[int, int], Callable[[int], float]] | None = None,
+    ) -> "Sample":  # fmt: skip
         """Row ``b``'s bookkeeping, worked out on the host (layout, row_valid (L,): host tensors)
-        and moved to the device once."""
+        and moved to the device once. ``pricing(text_tokens, vision_tokens)``, if given, prices the
+        row's budget (see ``algorithm.budget``)."""
         kept = row_valid.nonzero(as_tuple=True)[0]  # (m,)
         last = int(kept[-1]) if kept.numel() else -1
         # Padding is never a vision token, nor the last token (its query drives generation).
@@ -59,7 +63,8 @@ class Sample:
         ordinal[layout.positions] = torch.arange(len(layout))
         ordinal = ordinal[kept]
         vision_slots = (ordinal >= 0).nonzero(as_tuple=True)[0]
-        ledger = Ledger(method, len(layout), num_layers, sample=b) if len(layout) else None
+        price = None if pricing is None else pricing(len(kept) - len(layout), len(layout))
+        ledger = Ledger(method, len(layout), num_layers, sample=b, price=price) if len(layout) else None
         return cls(layout.to(device), ledger, kept.to(device), ordinal.to(device), vision_slots.to(device))
 
     def apply(self, layer_idx: int, row: torch.Tensor, red: Reduction | None) -> torch.Tensor:

@@ -35,6 +35,7 @@ from torch import nn
 
 from .adapters import Adapter, VideoLayout, adapter_for
 from .cache_book import CacheBook, book_of, true_length, write_book
+from .flops import FlopPrice
 from .calls import Call, Sample, Step
 from .generation import Generation, every_nth_row, row_repeats, wrap_generate
 from .masks import causal_mask, continuation_mask
@@ -62,10 +63,14 @@ _NO_COPY = (
 class FrameFusionHandle:
     """Returned by :func:`apply`; ``remove()`` (or leaving a ``with`` block) restores the model."""
 
-    def __init__(self, model: nn.Module, method: ReductionMethod, adapter: Adapter):
+    def __init__(self, model: nn.Module, method: ReductionMethod, adapter: Adapter, budget: str = "token-layers"):
         self.model = model
         self.method = method
         self.adapter = adapter
+        self.budget = budget
+        text_config = adapter.text_config()
+        # FLOP-priced books: one price per row, from its own text and vision token counts
+        self._pricing = (lambda text, vision: FlopPrice(text_config, text, vision)) if budget == "flops" else None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._last_report: ReductionReport | None = None
@@ -212,7 +217,7 @@ class FrameFusionHandle:
         method = self.method
         if generation is not None and generation.decisions is not None:
             method = Replay(generation.decisions)
-        samples = [Sample.start(method, b, layout, valid[b], self.num_layers, device) for b, layout in enumerate(layouts)]
+        samples = [Sample.start(method, b, layout, valid[b], self.num_layers, device, self._pricing) for b, layout in enumerate(layouts)]
         padded = not bool(valid.all())
         return Call(
             samples,
@@ -487,14 +492,24 @@ def _as_method(config: Any) -> ReductionMethod:
     )
 
 
-def apply(model: nn.Module, config: ReductionMethod | None = None, *, processor: Any = None) -> FrameFusionHandle:
+BUDGET_UNITS = ("token-layers", "flops")
+
+
+def apply(
+    model: nn.Module, config: ReductionMethod | None = None, *, processor: Any = None, budget: str = "token-layers"
+) -> FrameFusionHandle:
     """Apply FrameFusion (or another reduction method) to a loaded model, in place and reversibly.
 
     ``generate`` and ``forward`` are called exactly as before. Returns a handle whose
     ``last_report()`` describes the last prefill and whose ``remove()`` restores the model; the
     handle is also a context manager. ``processor`` (the model's processor or tokenizer) is needed
     only by families whose video frames are told apart from images by text (InternVL, SmolVLM).
+    ``budget`` is what ``cost`` is a share of: ``"token-layers"`` (the paper's: vision tokens summed
+    over layers) or ``"flops"`` (the vision tokens' prefill FLOPs, attention included; what
+    :func:`framefusion.planning.plan_frames` plans in).
     """
+    if budget not in BUDGET_UNITS:
+        raise ValueError(f"budget={budget!r} is not a budget unit; allowed: {', '.join(map(repr, BUDGET_UNITS))}")
     method = _as_method(config)
     cost = method.cost
     adapter = adapter_for(model, processor)
@@ -515,6 +530,6 @@ def apply(model: nn.Module, config: ReductionMethod | None = None, *, processor:
             f"framefusion is already applied to this model's decoder (through {type(owner.model).__name__}); "
             "call that handle's remove() first, then apply again"
         )
-    handle = FrameFusionHandle(model, method, adapter)
+    handle = FrameFusionHandle(model, method, adapter, budget)
     model._framefusion_handle = handle
     return handle

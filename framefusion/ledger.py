@@ -9,7 +9,7 @@ layer runs: no method can overspend.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .algorithm import TokenBudget
 from .methods.base import LayerInput, Reduction, ReductionMethod
@@ -27,9 +27,13 @@ class BudgetExceededError(RuntimeError):
 class Ledger:
     """One sample's books: ``decide`` asks the method, ``charge`` records a layer's token count."""
 
-    def __init__(self, method: ReductionMethod, num_tokens: int, num_layers: int, sample: int = 0):
+    def __init__(
+        self, method: ReductionMethod, num_tokens: int, num_layers: int, sample: int = 0,
+        price: Callable[[int], float] | None = None,
+    ):  # fmt: skip
         self.method = method
-        self.books = TokenBudget(1.0 if method.cost is None else method.cost, num_layers, num_tokens)
+        cost = 1.0 if method.cost is None else method.cost
+        self.books = TokenBudget(cost, num_layers, num_tokens, price)
         self.view = self.books.view()
         self.state: Any = method.start(self.view, sample)
 
@@ -43,11 +47,13 @@ class Ledger:
     def charge(self, count: int) -> None:
         """The layer being decided runs with ``count`` vision tokens."""
         books = self.books
-        if self.method.cost is not None and count > books.remaining() + _ROUNDING * books.num_tokens * books.num_layers:
+        price = books.price_of(count)
+        if self.method.cost is not None and price > books.remaining() + _ROUNDING * books.num_tokens * books.num_layers:
+            unit, priced = ("token-layers", "") if books.price is None else ("priced token-layers", f" (price {price:.1f})")
             raise BudgetExceededError(
-                f"{self.method.name} left {count} video tokens at layer {books.layer}, but its budget "
-                f"(cost={self.method.cost} of {books.num_layers} layers x {books.num_tokens} tokens) has "
-                f"{books.remaining():.1f} token-layers left; a method may not decide more than it affords"
+                f"{self.method.name} left {count} video tokens{priced} at layer {books.layer}, but its "
+                f"budget (cost={self.method.cost} of {books.num_layers} layers x {books.num_tokens} tokens) has "
+                f"{books.remaining():.1f} {unit} left; a method may not decide more than it affords"
             )
         books.charge(count)
 

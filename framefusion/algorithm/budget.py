@@ -4,6 +4,12 @@
 ``sum over all decoder layers of (vision tokens present at that layer) / (layers * tokens)``.
 The budget is kept as whole token-layers so that every decision can be checked exactly.
 
+A budget may instead be *priced*: ``price(n)`` is what one layer with ``n`` vision tokens costs,
+scaled so that ``price(num_tokens) == num_tokens`` (so ``cost`` keeps its meaning at the ends, and a
+layer that keeps every token costs the same in both units). ``framefusion.flops.FlopPrice`` prices a
+layer in FLOPs (attention makes that convex in ``n``), which is what equal-compute planning needs:
+with it, ``cost`` is a share of the vision tokens' prefill FLOPs, not of their token-layers.
+
 Two objects: ``TokenBudget`` is the books (the engine charges it, once per layer, with the tokens
 that layer runs with); ``BudgetView`` is what a method sees of them: the same counts, read-only,
 measured against a cost (the method's own; in a stack, each stage's).
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 __all__ = ["BudgetView", "TokenBudget"]
 
@@ -22,8 +29,13 @@ class TokenBudget:
     cost: float
     num_layers: int
     num_tokens: int
+    price: Callable[[int], float] | None = None  # one layer's cost of n tokens; None: n (token-layers)
     counts: list[int] = field(default_factory=list)  # tokens present at each layer so far
-    used: int = 0  # sum(counts): token-layers charged so far
+    used: float = 0  # sum of price(count) over the layers charged so far
+
+    def price_of(self, count: int) -> float:
+        """What one layer with ``count`` vision tokens costs, in token-layer equivalents."""
+        return count if self.price is None else self.price(count)
 
     def view(self, cost: float | None = None) -> "BudgetView":
         """Read-only view of these books against ``cost`` (default: the books' own)."""
@@ -51,7 +63,7 @@ class TokenBudget:
     def charge(self, count: int) -> None:
         """Record that the next layer runs with ``count`` tokens."""
         self.counts.append(int(count))
-        self.used += int(count)
+        self.used += self.price_of(int(count))
 
     def achieved(self) -> float:
         """Share of the unreduced compute used (layers not yet charged count as unreduced)."""
@@ -90,6 +102,16 @@ class BudgetView:
         return self._books.layer
 
     @property
+    def priced(self) -> bool:
+        """Whether a layer's cost is not simply its token count (see ``price``)."""
+        return self._books.price is not None
+
+    def price(self, count: int) -> float:
+        """What one layer with ``count`` vision tokens costs, in token-layer equivalents
+        (``price(num_tokens) == num_tokens``; ``count`` itself unless the budget is priced)."""
+        return self._books.price_of(count)
+
+    @property
     def counts(self) -> tuple[int, ...]:
         """Tokens present at each layer charged so far."""
         return tuple(self._books.counts)
@@ -108,8 +130,19 @@ class BudgetView:
         left = self.num_layers - self.layer
         if left <= 0:
             return 0
-        return max(0, math.floor(self.remaining() / left))
+        linear = max(0, math.floor(self.remaining() / left))
+        if not self.priced:
+            return linear
+        # A convex price with price(0) = 0 and price(N) = N lies below n up to N and above it after,
+        # so the answer lies between the linear count and N: bisect there.
+        low, high = sorted((min(linear, self.num_tokens), max(linear, self.num_tokens)))
+        if not self.affords(low, left):
+            low = 0
+        while low < high:  # invariant: low fits
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if self.affords(mid, left) else (low, mid - 1)
+        return low
 
     def affords(self, count: int, layers: int = 1) -> bool:
         """Whether ``count`` tokens at the next ``layers`` layers (from ``layer`` on) fit."""
-        return count * layers <= self.remaining()
+        return self.price(count) * layers <= self.remaining()

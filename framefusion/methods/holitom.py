@@ -22,7 +22,8 @@ Two reductions per sample (the rules: ``algorithm.holitom``):
 
 Budget (``cost``), as ``docs/peers_notes.md``'s ``cost = r (K + (L - K)(1 - R)) / L``: ``c`` is the
 largest count with ``(K - a) c + (L - K) c2(c) <= remaining``, where ``c2(c) = c - floor(R c)``
-and ``remaining`` the token-layers the budget has left at layer ``a`` (``BudgetView.remaining``);
+and ``remaining`` the token-layers the budget has left at layer ``a`` (``BudgetView.remaining``;
+a priced budget prices each term with ``BudgetView.price``);
 without an inner stage ``c = BudgetView.max_constant()``. At layer K the method keeps
 ``min(n, max_constant())`` of the n tokens present: at least ``c2(c)`` as planned (the integer
 rounding of c may leave room for a token or so more), fewer merges where the input stage kept fewer
@@ -141,15 +142,14 @@ class HoliTom(ReductionMethod):
             return min(n, budget.max_constant())
         remaining = budget.remaining()
 
-        def fits(c: int) -> bool:
-            return (self.layer - first) * c + (last - self.layer) * self._kept_at_k(c) <= remaining
+        def fits(c: int) -> bool:  # grows with c: bisect for the largest that fits
+            return (self.layer - first) * budget.price(c) + (last - self.layer) * budget.price(self._kept_at_k(c)) <= remaining
 
-        c = min(n, max(0, math.floor(remaining / (self.layer - first + (last - self.layer) * (1.0 - self.merge_ratio)))))
-        while c > 0 and not fits(c):
-            c -= 1
-        while c < n and fits(c + 1):
-            c += 1
-        return c
+        low, high = 0, n
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        return low
 
     def step(self, state: _State, x: LayerInput) -> Reduction | None:
         n = x.hidden.shape[0]

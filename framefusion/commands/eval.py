@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..planning import SCOPES
 from ..registry import MethodChoices, check_method_name, config_for
 from .common import add_model_arguments, check_model_arguments, model_options
 
@@ -31,7 +32,14 @@ def add_arguments(p) -> None:
     p.add_argument("--qa", help="JSON list of {video, question, answer} or a folder with qa.json "
                    "(default: the synthetic test split)")  # fmt: skip
     p.add_argument("--count", type=int, default=200, help="synthetic test questions (default 200)")
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: as trained)")
+    p.add_argument("--frames", type=int, nargs="+", default=None,
+                   help="frames per video (default: as trained); with --match-frames, the frame counts wanted")
+    p.add_argument("--match-frames", type=int, default=None, metavar="F",
+                   help="equal compute: run each method at every --frames count with the cost at which it costs no "
+                        "more than F frames untouched (planned per count; --costs is not used); the untouched "
+                        "reference sees F frames of each clip, the clip being made of (or read at) the most frames")
+    p.add_argument("--match-scope", choices=SCOPES, default="total",
+                   help="what equal compute counts: total (the vision tower too, default) or llm (the LLM prefill)")
     p.add_argument("--costs", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="budgets, each in (0, 1]")
     p.add_argument("--methods", nargs="+", default=["framefusion", "fastv", "random"], choices=METHODS, type=check_method_name,
                    help="methods to run at every budget")  # fmt: skip
@@ -62,6 +70,29 @@ def _configs(args) -> list:
     return sweep([config_for(m, **ff) for m in dict.fromkeys(args.methods)], args.costs)
 
 
+def _matched_settings(args, loaded, item) -> list:
+    """With --match-frames F: per wanted count w, the untouched model at w (a reference) and each method
+    at w frames with the FLOP-priced cost planned on ``item`` (w frames for the compute of F)."""
+    from ..planning import plan_frames
+    from ..tools.evaluate import Setting, _batch_inputs
+
+    video = item.frames()
+    model, processor = loaded.model, loaded.processor
+
+    def make_inputs(n: int):
+        return _batch_inputs(model, processor, [item], [video], n)
+
+    ff = dict(similarity_threshold=args.similarity_threshold, ratio_threshold=args.ratio_threshold)
+    settings = []
+    for wanted in sorted(set(args.frames)):
+        plan = plan_frames(model, make_inputs, wanted, args.match_frames, processor=processor, scope=args.match_scope)
+        print(plan.describe())
+        if wanted != args.match_frames:
+            settings.append(Setting(None, wanted))
+        settings += [Setting(config_for(m, plan.cost, **ff), wanted, "flops", plan) for m in dict.fromkeys(args.methods)]
+    return settings
+
+
 def _world() -> tuple[int, int, int] | None:
     """(rank, world size, local rank) under a distributed launcher (accelerate launch, torchrun), else None."""
     import os
@@ -77,8 +108,17 @@ def _check(args) -> None:
         raise ValueError(f"--count must be >= 1, got {args.count}")
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    frames = args.frames or []
+    if any(f < 1 for f in frames):
+        raise ValueError(f"--frames must each be >= 1, got {frames}")
+    if args.match_frames is None and len(frames) > 1:
+        raise ValueError(f"--frames takes one count unless --match-frames is given; got {frames}")
+    if args.match_frames is not None:
+        if not frames:
+            raise ValueError("--match-frames F needs --frames: the frame counts to run at the compute of F")
+        if args.match_frames < 1 or any(f < args.match_frames for f in frames):
+            raise ValueError(f"--match-frames must be >= 1 and at most every --frames count; got {args.match_frames} "
+                             f"with --frames {frames}")  # fmt: skip
     if args.resamples < 1:
         raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
 
@@ -140,21 +180,26 @@ def run(args) -> int:
             if torch.cuda.is_available():
                 args.device = f"cuda:{world[2] % torch.cuda.device_count()}"
     check_model_arguments(args)
-    configs = _configs(args)
+    matching = args.match_frames is not None
+    configs = [] if matching else _configs(args)
     loaded = load_video_model(args.model, model_options(args))
+    clip_frames = max(args.frames) if args.frames else None  # with --match-frames: the most wanted
     if args.qa:
         # without --frames, at most as many frames as the model was trained on (not every frame of a long video)
         most = int(training_info(args.model).get("frames", 16))
-        items = load_qa(args.qa, frames=args.frames, max_frames=most)
+        items = load_qa(args.qa, frames=clip_frames, max_frames=most)
         source = str(args.qa)
     else:
-        items = synthetic_test_set(args.count, frames=args.frames, model_path=args.model)
+        items = synthetic_test_set(args.count, frames=clip_frames, model_path=args.model)
         source = f"synthetic test split, {args.count} questions"
     meta = dict(model=str(args.model or "framefusion/assets/model"), questions_from=source)
+    if matching:
+        configs = _matched_settings(args, loaded, items[0])
+        meta.update(clip_frames=clip_frames, match_frames=args.match_frames, match_scope=args.match_scope)
     main_process = shard[0] == 0 if world else True
     partial = evaluate_shard(loaded.model, loaded.processor, items, configs, shard, batch_size=args.batch, meta=meta,
                              progress=not args.json and main_process,
-                             out_dir=args.out if args.shard else None)  # fmt: skip
+                             out_dir=args.out if args.shard else None, frames=args.match_frames)  # fmt: skip
     if args.shard:
         done = len(partial["indices"])
         print(f"shard {shard[0]}/{shard[1]}: {done} of {len(items)} questions answered; written: "

@@ -48,6 +48,7 @@ from .video import as_uint8_video
 
 __all__ = [
     "QAItem",
+    "Setting",
     "add_intervals",
     "bootstrap_indices",
     "bootstrap_interval",
@@ -63,6 +64,7 @@ __all__ = [
     "parse_shard",
     "plot_accuracy",
     "shard_indices",
+    "spread_frames",
     "synthetic_test_set",
     "vision_features_reused",
     "write_tables",
@@ -219,16 +221,47 @@ def _call_key(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple:
     return tuple(key)
 
 
-def _batch_inputs(model, processor, chunk: Sequence[QAItem]):
-    """The processor's (left-padded) output for a batch of questions, on the model's device."""
+def spread_frames(video: np.ndarray, frames: int | None) -> np.ndarray:
+    """``frames`` of the (T, ...) ``video`` evenly spread, the first always among them (frame
+    ``i * T // frames``: for T = 64, 16 frames are every 4th and 32 every 2nd, so fewer frames are a
+    subset of more); None: all of them."""
+    total = len(video)
+    if frames is None or frames == total:
+        return video
+    if not 1 <= frames <= total:
+        raise ValueError(f"cannot show {frames} frames of a {total}-frame clip; allowed: 1 to {total}")
+    return video[np.arange(frames) * total // frames]
+
+
+def _batch_inputs(model, processor, chunk: Sequence[QAItem], videos: Sequence[np.ndarray] | None = None,
+                  frames: int | None = None):  # fmt: skip
+    """The processor's (left-padded) output for a batch of questions, on the model's device
+    (``videos``: the chunk's, already made; ``frames``: how many of each to show)."""
     from ..data.synthetic_qa import chat_text
 
+    videos = [it.frames() for it in chunk] if videos is None else videos
     return processor(
         text=[chat_text(processor, it.question) for it in chunk],
-        videos=[as_uint8_video(it.frames(), f"{it.source or 'a question'}'s video") for it in chunk],
+        videos=[as_uint8_video(spread_frames(v, frames), f"{it.source or 'a question'}'s video") for it, v in zip(chunk, videos)],
         padding=True,
         return_tensors="pt",
     ).to(model.device)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of answering: a method (None: untouched) shown ``frames`` of each clip (None: the
+    evaluation's own count), its ``cost`` a share of ``budget`` (``apply``'s unit); ``plan``: the
+    equal-compute plan that set the cost (:func:`framefusion.planning.plan_frames`), if one did."""
+
+    config: Any = None
+    frames: int | None = None
+    budget: str = "token-layers"
+    plan: Any = None
+
+    def label(self, base_frames: int | None) -> str:
+        name = UNTOUCHED if self.config is None else method_label(self.config)
+        return name if self.frames in (None, base_frames) else f"{name} @{self.frames}f"
 
 
 def _first_words(model, processor, inputs, new_tokens: int) -> list[str]:
@@ -240,33 +273,53 @@ def _first_words(model, processor, inputs, new_tokens: int) -> list[str]:
 
 
 def _setting_answers(model, processor, items: Sequence[QAItem], configs: Sequence[Any], batch_size: int,
-                     new_tokens: int, progress: bool) -> list[dict]:  # fmt: skip
-    """The untouched setting, then one per config (the method applied around its questions only): label,
-    config (JSON), cost, the first words answered and the achieved costs (none untouched), in question order.
+                     new_tokens: int, progress: bool, frames: int | None = None) -> list[dict]:  # fmt: skip
+    """The untouched setting (shown ``frames`` of each clip), then one per config (a method, or a
+    :class:`Setting`; the method applied around its questions only): label, config (JSON), cost, the
+    first words answered and the achieved costs (none untouched), in question order; a planned
+    setting also its FLOPs against the plan's target, per question.
 
-    Batch by batch: each batch is prepared, and its vision features computed, once for every setting
-    (:func:`vision_features_reused`); the bar (stderr) counts answers, since a large set takes minutes."""
+    Batch by batch: each batch's videos are made once, and per frame count its inputs prepared and
+    its vision features computed once for every setting (:func:`vision_features_reused`); the bar
+    (stderr) counts answers, since a large set takes minutes."""
     from tqdm.auto import tqdm
 
-    settings = [dict(label=UNTOUCHED, config=None, cost=None, answers=[], costs=[])]
-    settings += [dict(label=method_label(c), config=config_dict(c), cost=getattr(c, "cost", None), answers=[],
-                      costs=[]) for c in configs]  # fmt: skip
+    chosen = [Setting(frames=frames)] + [c if isinstance(c, Setting) else Setting(c) for c in configs]
+    settings = [dict(label=c.label(frames), config=None if c.config is None else config_dict(c.config),
+                     cost=getattr(c.config, "cost", None), frames=c.frames or frames, budget=c.budget,
+                     plan=None if c.plan is None else c.plan.as_dict(), answers=[], costs=[], flops=[])
+                for c in chosen]  # fmt: skip
+    by_frames: dict[int | None, list[int]] = {}
+    for j, c in enumerate(chosen):
+        by_frames.setdefault(c.frames or frames, []).append(j)
     bar = tqdm(total=len(items) * len(settings), desc="eval (questions x settings)", unit="answer",
                disable=not progress, mininterval=0)  # fmt: skip  # every batch shows, however fast
     for i in range(0, len(items), batch_size):
-        inputs = _batch_inputs(model, processor, items[i : i + batch_size])
-        with vision_features_reused(model):
-            for setting, config in zip(settings, [None, *configs]):
-                bar.set_postfix_str(f"{setting['label']} cost={setting['cost'] or '-'}", refresh=False)
-                if config is None:
-                    setting["answers"] += _first_words(model, processor, inputs, new_tokens)
-                else:
-                    with apply(model, config, processor=processor) as handle:
-                        setting["answers"] += _first_words(model, processor, inputs, new_tokens)
-                        setting["costs"] += [float(c) for c in handle.last_report().achieved_cost]
-                bar.update(len(inputs["input_ids"]))
+        chunk = items[i : i + batch_size]
+        videos = [it.frames() for it in chunk]
+        for shown, group in by_frames.items():
+            inputs = _batch_inputs(model, processor, chunk, videos, shown)
+            with vision_features_reused(model):
+                for j in group:
+                    _answer_setting(model, processor, inputs, new_tokens, chosen[j], settings[j], bar)
     bar.close()
     return settings
+
+
+def _answer_setting(model, processor, inputs, new_tokens: int, chosen: Setting, setting: dict, bar) -> None:
+    """One batch answered under one setting, appended to its answers (and costs, FLOPs)."""
+    bar.set_postfix_str(f"{setting['label']} cost={setting['cost'] or '-'}", refresh=False)
+    if chosen.config is None:
+        setting["answers"] += _first_words(model, processor, inputs, new_tokens)
+    else:
+        with apply(model, chosen.config, processor=processor, budget=chosen.budget) as handle:
+            setting["answers"] += _first_words(model, processor, inputs, new_tokens)
+            report = handle.last_report()
+        setting["costs"] += [float(c) for c in report.achieved_cost]
+        if chosen.plan is not None:
+            plan = chosen.plan
+            setting["flops"] += [plan.flops(layers) / plan.target_flops for layers in report.vision_tokens_per_layer]
+    bar.update(len(inputs["input_ids"]))
 
 
 MOVING, STILL = "camera moves", "still camera"  # the groups of the split by camera motion
@@ -402,8 +455,10 @@ def evaluate_shard(
     meta: dict | None = None,
     progress: bool = True,
     out_dir: str | Path | None = None,
+    frames: int | None = None,
 ) -> dict:
-    """Answer shard ``(i, n)`` of ``items`` (see :func:`shard_indices`) untouched and under every config.
+    """Answer shard ``(i, n)`` of ``items`` (see :func:`shard_indices`) untouched and under every config
+    (methods or :class:`Setting`; ``frames``: how many of each clip the untouched reference sees).
 
     Returns the partial result as JSON (with ``out_dir`` also written there as ``shard-i-of-n.json``): the
     shard, the whole question set's gold answers, kinds and questions, and per setting the answers and
@@ -416,7 +471,7 @@ def evaluate_shard(
     configs = default_methods() if configs is None else list(configs)
     indices = shard_indices(len(items), batch_size, shard)
     mine = [replace(items[q], source=items[q].source or f"question {q}") for q in indices]  # videos made per batch
-    settings = _setting_answers(model, processor, mine, configs, batch_size, new_tokens, progress)
+    settings = _setting_answers(model, processor, mine, configs, batch_size, new_tokens, progress, frames)
     partial = dict(
         format=SHARD_FORMAT,
         shard=[int(shard[0]), int(shard[1])],
@@ -492,16 +547,22 @@ def merge_shards(partials: Sequence[dict], resamples: int = RESAMPLES, seed: int
     motions = first.get("motions", [])  # absent in shards written before the split by motion
     rows = []
     for j, setting in enumerate(first["settings"]):
-        words, costs = [None] * count, [None] * count
+        words, costs, flops = [None] * count, [None] * count, [None] * count
         for p in partials:
             s = p["settings"][j]
             for k, q in enumerate(p["indices"]):
                 words[q] = s["answers"][k]
                 if s["costs"]:
                     costs[q] = s["costs"][k]
+                if s.get("flops"):
+                    flops[q] = s["flops"][k]
         costs = [] if setting["config"] is None else costs
-        rows.append(_accuracy_row(setting["label"], setting["config"], setting["cost"], words, costs, first["kinds"],
-                                  first["gold"], motions))  # fmt: skip
+        row = _accuracy_row(setting["label"], setting["config"], setting["cost"], words, costs, first["kinds"],
+                            first["gold"], motions)  # fmt: skip
+        row.update({k: setting[k] for k in ("frames", "budget", "plan") if setting.get(k) is not None})
+        if setting.get("flops"):  # a planned setting: its compute against the plan's target, per question
+            row["flops_vs_target"] = dict(mean=float(np.mean(flops)), max=float(np.max(flops)), min=float(np.min(flops)))
+        rows.append(row)
     base = rows[0]["accuracy"]
     for r in rows:
         r["drop"] = round(100 * (base - r["accuracy"]), 4)
@@ -528,15 +589,18 @@ def evaluate(
     progress: bool = True,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    frames: int | None = None,
 ) -> list[dict]:
-    """Accuracy of the untouched model and of every config (default :func:`default_methods`).
+    """Accuracy of the untouched model (shown ``frames`` of each clip; None: all) and of every config
+    (default :func:`default_methods`; a :class:`Setting` may show another frame count).
 
     Rows: label, config, cost (requested; None untouched), accuracy and ``ci`` (its 95% bootstrap
     interval), drop (points vs untouched), change (its negative: points, a loss negative) and
     ``change_ci`` (paired interval), achieved_cost, correct, total, per_kind accuracy and
     ``per_kind_ci``, answers (first words, in question order). With ``out_dir`` writes eval.json/.md/.png.
     """
-    partial = evaluate_shard(model, processor, items, configs, (0, 1), batch_size, new_tokens, meta, progress)
+    partial = evaluate_shard(model, processor, items, configs, (0, 1), batch_size, new_tokens, meta, progress,
+                             frames=frames)  # fmt: skip
     return merge_shards([partial], resamples, seed, out_dir)
 
 
@@ -567,7 +631,7 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cost = "-" if r["cost"] is None else f"{r['cost']:.2g}"
-        drop = "-" if r["cost"] is None else f"{0.0 - r['drop']:+.1f}"  # 0.0 - x: no "-0.0"
+        drop = "-" if r is rows[0] else f"{0.0 - r['drop']:+.1f}"  # 0.0 - x: no "-0.0"
         cells = [f"{r['achieved_cost']:.3f}"]
         if intervals:
             ci = r.get("change_ci")
@@ -583,9 +647,25 @@ def write_tables(rows: Sequence[dict], out_dir: str | Path, meta: dict | None = 
         lines += ["", ", ".join(f"{k}: {v}" for k, v in info.items())]
     if (meta or {}).get("interval"):
         lines += ["", meta["interval"]]
+    lines += _plan_lines(rows)
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     plot_accuracy(rows, out / "eval.png")
     return out
+
+
+def _plan_lines(rows: Sequence[dict]) -> list[str]:
+    """What each equal-compute setting was planned to cost and what it cost (from its per-layer counts)."""
+    lines = []
+    for r in rows:
+        plan, spent = r.get("plan"), r.get("flops_vs_target")
+        if plan and spent:
+            scope = "vision tower + LLM prefill" if plan["scope"] == "total" else "LLM prefill"
+            lines.append(
+                f"- {r['label']}: {plan['wanted']['frames']} frames for the compute of {plan['matched']['frames']} "
+                f"untouched ({scope}, {plan['target_flops'] / 1e9:.3g} GFLOP); FLOP-priced cost {plan['cost']:.4f}; "
+                f"spent {spent['mean']:.4f}x the target on average ({spent['min']:.4f} to {spent['max']:.4f})"
+            )
+    return ["", "Equal compute:", *lines] if lines else []
 
 
 def plot_accuracy(rows: Sequence[dict], path: str | Path) -> bool:

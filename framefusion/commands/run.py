@@ -10,6 +10,7 @@ import json
 
 from ..tools.answer import DEFAULT_FRAMES, MAX_FPS_FRAMES, VideoAnswer, ask
 from ..tools.timing import spread_cell, timing_caveat
+from ..planning import SCOPES
 from .common import add_config_arguments, add_model_arguments, check_model_arguments, config_from, model_options
 
 HELP = "answer a question about a video with FrameFusion (--compare: and untouched), side by side"
@@ -40,12 +41,12 @@ def format_result(result: VideoAnswer) -> str:
         f" in a {result.prompt_tokens}-token prompt",
         *([f"  sampled : {_sampled_text(result)}"] if result.sampled_times is not None else []),
         f"  question: {result.question}",
-        f"  config  : cost={c['cost']} similarity_threshold={c['similarity_threshold']}"
+        f"  config  : cost={c['cost']:.4g} similarity_threshold={c['similarity_threshold']}"
         f" ratio_threshold={c['ratio_threshold']}",
         "",
         row("", cols),
         row("video tokens kept", [kept[n] for n in cols], f"({share:.1f}% kept by framefusion)"),
-        row("achieved cost", [cost[n] for n in cols], f"(budget {c['cost']})"),
+        row("achieved cost", [cost[n] for n in cols], f"(budget {c['cost']:.4g})"),
         row(f"first token, s ({how})", [f"{s[n]['first_token']:.3f}" for n in cols], speed),
         *([row("first token spread", [spread_cell(runs[n]) for n in cols], "(max/min over repeats)")]
           if result.repeats > 1 else []),
@@ -58,6 +59,13 @@ def format_result(result: VideoAnswer) -> str:
     ]
     width = max(len(n) for n in cols)
     lines += [f"  answer, {n:{width}}: {result.answers[n]!r}" for n in cols]
+    if result.plan is not None:
+        plan = result.plan
+        scope = "vision tower + LLM prefill" if plan["scope"] == "total" else "LLM prefill"
+        lines += ["", f"  equal compute: {plan['wanted']['frames']} frames for the compute of {plan['matched']['frames']} "
+                      f"untouched ({scope}): target {plan['target_flops'] / 1e9:.4g} GFLOP, planned cost "
+                      f"{plan['cost']:.4f} (FLOP-priced); this run spent {result.spent:.4f}x the target "
+                      f"(unreduced: {plan['untouched_flops'] / plan['target_flops']:.2f}x)"]  # fmt: skip
     caveat = timing_caveat(runs.values())
     return "\n".join(lines + ([f"  {caveat}"] if caveat else []))
 
@@ -87,9 +95,18 @@ def add_input_arguments(p) -> None:
     add_config_arguments(p)
 
 
+def add_match_arguments(p) -> None:
+    p.add_argument("--match-frames", type=int, default=None, metavar="F",
+                   help="equal compute: set the cost so that --frames frames cost no more than F of them untouched "
+                        "(FLOP-priced budget; --cost is not used)")
+    p.add_argument("--match-scope", choices=SCOPES, default="total",
+                   help="what equal compute counts: total (the vision tower too, default) or llm (the LLM prefill)")
+
+
 def add_arguments(p) -> None:
     add_model_arguments(p)
     add_input_arguments(p)
+    add_match_arguments(p)
     p.add_argument("--compare", action="store_true", help="also answer with the untouched model, side by side")
     p.add_argument("--max-new-tokens", type=int, default=32, help="most tokens to generate")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations (1 token each)")
@@ -102,8 +119,12 @@ def run(args) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     check_model_arguments(args)
+    if args.match_frames is not None and (args.match_frames < 1 or args.frames is None or args.frames < args.match_frames):
+        raise ValueError(f"--match-frames F needs --frames N with N >= F >= 1; got --frames {args.frames} "
+                         f"--match-frames {args.match_frames}")  # fmt: skip
     result = ask(args.question, args.video, args.model, config, options=model_options(args), frames=args.frames,
                  fps=args.fps, compare=args.compare, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
-                 repeats=args.repeats, progress=not args.json)  # fmt: skip
+                 repeats=args.repeats, progress=not args.json, match_frames=args.match_frames,
+                 match_scope=args.match_scope)  # fmt: skip
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_result(result))
     return 0

@@ -188,6 +188,8 @@ class VideoAnswer:
     duration: float | None = None  # seconds of the whole video file (None: frames given as an array)
     total_frames: int | None = None  # frames in the whole video file
     sampled_times: list[float] | None = None  # seconds from the first frame, one per sampled frame
+    plan: dict | None = None  # with match_frames: the equal-compute plan (FramePlan.as_dict)
+    spent: float | None = None  # with match_frames: the run's compute / the plan's target
     report: Any = field(default=None, repr=False)
     inputs: Any = field(default=None, repr=False)
     video_frames: Any = field(default=None, repr=False)
@@ -199,15 +201,15 @@ class VideoAnswer:
 
 
 @contextmanager
-def reduced(model, config: Any | None, processor: Any = None) -> Iterator[Any]:
-    """``framefusion.apply(model, config)`` for the body, removed after it; ``config=None``: the untouched
-    model (yields None instead of a handle)."""
+def reduced(model, config: Any | None, processor: Any = None, budget: str = "token-layers") -> Iterator[Any]:
+    """``framefusion.apply(model, config, budget=budget)`` for the body, removed after it; ``config=None``:
+    the untouched model (yields None instead of a handle)."""
     from ..engine import apply
 
     if config is None:
         yield None
         return
-    with apply(model, config, processor=processor) as handle:
+    with apply(model, config, processor=processor, budget=budget) as handle:
         yield handle
 
 
@@ -301,7 +303,7 @@ class _Rounds:
 
 
 def _timed_rounds(loaded: LoadedModel, inputs, config, *, compare: bool, max_new_tokens: int, repeats: int,
-                  progress: bool) -> _Rounds:  # fmt: skip
+                  progress: bool, budget: str = "token-layers") -> _Rounds:  # fmt: skip
     """``repeats`` rounds, each answering untouched (with ``compare``) then with FrameFusion: interleaved,
     so a machine that slows down or speeds up affects both alike."""
     settings = {**({UNTOUCHED: None} if compare else {}), FRAMEFUSION: config}
@@ -309,7 +311,7 @@ def _timed_rounds(loaded: LoadedModel, inputs, config, *, compare: bool, max_new
     for r in range(repeats):
         for name, setting in settings.items():
             desc = f"{name} ({r + 1}/{repeats})" if repeats > 1 else name
-            with reduced(loaded.model, setting, loaded.processor) as handle:
+            with reduced(loaded.model, setting, loaded.processor, budget) as handle:
                 rounds.answers[name], t = _timed_answer(loaded, inputs, max_new_tokens, desc, progress)
                 if handle is not None:
                     rounds.report = handle.last_report()
@@ -329,11 +331,16 @@ def answer_video(
     warmup: int = 1,
     repeats: int = 1,
     progress: bool = True,
+    match_frames: int | None = None,
+    match_scope: str = "total",
 ) -> VideoAnswer:
     """Answer ``question`` (default: the model's own) about ``video`` ((T, H, W, 3) uint8 frames, or a
     :class:`~framefusion.tools.video.VideoClip`, whose duration and sampled times then go into the result)
     with ``config`` (default ``FrameFusionConfig()``), and untouched too with ``compare``; times are
-    medians over ``repeats`` interleaved runs after ``warmup`` untimed one-token generations."""
+    medians over ``repeats`` interleaved runs after ``warmup`` untimed one-token generations.
+    ``match_frames`` (F): the method's cost is planned (:func:`framefusion.planning.plan_frames`, FLOP-priced)
+    so that the video's frames cost no more than F of them untouched (``match_scope``: counting the vision
+    tower or not); the plan and what the run spent go into the result."""
     from ..config import FrameFusionConfig
     from .video import VideoClip
 
@@ -344,12 +351,31 @@ def answer_video(
     if not question.strip():
         raise ValueError("the question is empty: ask something about the video")
     config = config or FrameFusionConfig()
+    plan = None
+    if match_frames is not None:
+        plan = _plan(loaded, frames, question, match_frames, match_scope)
+        config = config.with_cost(plan.cost)
     inputs = _prompt_inputs(loaded, frames, question)
     for _ in range(warmup):
         generate_tokens(loaded.model, inputs, 1)
     rounds = _timed_rounds(loaded, inputs, config, compare=compare, max_new_tokens=max_new_tokens,
-                           repeats=repeats, progress=progress)  # fmt: skip
-    return _video_answer(loaded, clip, frames, video_name, question, config, inputs, rounds, repeats)
+                           repeats=repeats, progress=progress, budget="token-layers" if plan is None else "flops")  # fmt: skip
+    answer = _video_answer(loaded, clip, frames, video_name, question, config, inputs, rounds, repeats)
+    if plan is not None:
+        answer.plan = plan.as_dict()
+        answer.spent = plan.flops(answer.tokens_per_layer) / plan.target_flops
+    return answer
+
+
+def _plan(loaded: LoadedModel, frames, question: str, match_frames: int, scope: str):
+    """The equal-compute plan for this prompt: all of ``frames`` for the compute of ``match_frames`` of them."""
+    from ..planning import plan_frames
+    from .evaluate import spread_frames
+
+    def make_inputs(n: int):
+        return _prompt_inputs(loaded, spread_frames(frames, n), question)
+
+    return plan_frames(loaded.model, make_inputs, len(frames), match_frames, processor=loaded.processor, scope=scope)
 
 
 def _video_answer(loaded: LoadedModel, clip, frames, video_name: str, question: str, config, inputs,
@@ -399,6 +425,8 @@ def ask(
     warmup: int = 1,
     repeats: int = 1,
     progress: bool = False,
+    match_frames: int | None = None,
+    match_scope: str = "total",
 ) -> VideoAnswer:
     """Read the video file ``video`` (default: the shipped demo video), load ``model`` (default: the shipped
     model) and answer ``question`` about it with ``config`` (default ``FrameFusionConfig()``); with
@@ -413,4 +441,4 @@ def ask(
     loaded = load_video_model(model, options, progress=progress)
     return answer_video(loaded, clip, question, config, video_name=name, compare=compare,
                         max_new_tokens=max_new_tokens, warmup=warmup, repeats=repeats,
-                        progress=progress)  # fmt: skip
+                        progress=progress, match_frames=match_frames, match_scope=match_scope)  # fmt: skip

@@ -11,6 +11,7 @@ import sys
 import threading
 from datetime import datetime, timezone
 
+from ..planning import SCOPES
 from ..registry import MethodChoices, check_method_name, config_for, method_names
 from ..tools.timing import timing_caveat
 from .common import add_config_arguments, check_size, config_from
@@ -52,6 +53,13 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--vision-depth", type=int, default=None, help="vision blocks of a shipped config; without it, the config's"
     )
+    p.add_argument(
+        "--match-frames", type=int, default=None, metavar="F",
+        help="equal compute: run the methods at each --frames count with the cost planned for the compute of F "
+        "frames untouched (FLOP-priced; --costs is not used), and compare them with the untouched model at F",
+    )
+    p.add_argument("--match-scope", choices=SCOPES, default="total",
+                   help="what equal compute counts: total (the vision tower too) or llm (the LLM prefill)")
     p.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
     p.add_argument("--new-tokens", type=int, default=16, help="tokens decoded after the prefill")
     p.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md and plots")
@@ -88,11 +96,49 @@ def _settings(args):
     return settings
 
 
+def _matched_settings(args, model, processor, videos: dict, say) -> tuple[dict, dict]:
+    """With --match-frames F: the untouched model alone at F; at each wanted count, untouched and each
+    method at its planned cost. Returns (settings per frame count, plan per wanted count)."""
+    from ..planning import plan_frames
+    from ..tiny_models.zoo import video_message
+
+    device = next(model.parameters()).device
+
+    def inputs_for(n: int):
+        conversation = [video_message("Describe what happens in this video.", videos[n])]
+        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True, return_tensors="pt").to(device)  # fmt: skip
+
+    settings_for, plans = {args.match_frames: [("untouched", None)]}, {}
+    for wanted in sorted(set(args.frames) - {args.match_frames}):
+        plan = plans[wanted] = plan_frames(model, inputs_for, wanted, args.match_frames, processor=processor,
+                                           scope=args.match_scope)  # fmt: skip
+        say(plan.describe())
+        settings_for[wanted] = [("untouched", None), (f"framefusion planned {plan.cost:.4f}", config_from(args, plan.cost))]
+        settings_for[wanted] += [(f"{name} planned {plan.cost:.4f}", config_for(name, cost=plan.cost)) for name in args.baselines]
+    return settings_for, plans
+
+
 def _videos(args) -> dict:
-    """Frames for each frame count; read before any model is built, so a bad video fails at once."""
+    """Frames for each frame count; read before any model is built, so a bad video fails at once.
+    With --match-frames: one clip of the most frames, each count an evenly spread subset of it."""
     from ..tiny_models import make_synthetic_video, read_video
 
     videos = {}
+    if args.match_frames is not None:
+        from ..tools.evaluate import spread_frames
+
+        if args.match_frames < 1 or any(f < args.match_frames for f in args.frames):
+            raise ValueError(f"--match-frames must be >= 1 and at most every --frames count; got {args.match_frames} "
+                             f"with --frames {args.frames}")  # fmt: skip
+        most = max(args.frames)
+        if args.video:
+            from ..tools.video import resize_video
+
+            clip = resize_video(read_video(args.video, num_frames=most), args.size)
+        else:
+            clip = make_synthetic_video(num_frames=most, size=args.size, seed=most)
+        return {f: spread_frames(clip, f) for f in sorted({args.match_frames, *args.frames})}
     for f in args.frames:
         if f < 1:
             raise ValueError(f"--frames must be >= 1, got {f}")
@@ -186,11 +232,18 @@ def run(args) -> int:
     model, processor, weights = _load(args, getattr(torch, args.dtype), device)
     meta = _meta(args, model, weights)
     say(f"model {args.model} ({weights}, {meta['dtype']}, {meta['device']}, {meta['attn_implementation']})")
+    settings_for, plans = {}, {}
+    if args.match_frames is not None:
+        settings_for, plans = _matched_settings(args, model, processor, videos, say)
     bench_run = bench.BenchRun(
-        model, processor, videos, settings, args.repeats, args.new_tokens, on_measure=lambda m: say(m.line())
-    )
+        model, processor, videos, settings, args.repeats, args.new_tokens, on_measure=lambda m: say(m.line()),
+        settings_for=settings_for, budget="token-layers" if not plans else "flops",
+    )  # fmt: skip
     rows = _measure(bench_run, meta, args.out, say)
     meta["complete"] = True
+    if plans:
+        meta["matched"] = bench.matched_rows(rows, plans, args.match_frames)
+        say(bench.format_matched(meta["matched"]))
     paths = bench.write_outputs(rows, args.out, meta)
     say(bench.format_table(rows))
     caveat = timing_caveat(r.prefill_s for r in rows)

@@ -342,11 +342,16 @@ class BenchRun:
         new_tokens: int = 16,
         question: str = "Describe what happens in this video.",
         on_measure: Callable[[Measurement], None] | None = None,
+        settings_for: dict[int, Sequence[tuple[str, Any]]] | None = None,
+        budget: str = "token-layers",
     ):
         if not settings:
             raise ValueError("no settings to measure")
         self.model, self.processor = model, processor
         self.videos, self.settings = videos, list(settings)
+        # per frame count, settings other than ``settings`` (equal compute: untouched alone at F)
+        self.settings_for = {f: list(v) for f, v in (settings_for or {}).items()}
+        self.budget = budget
         self.repeats, self.new_tokens, self.question = repeats, new_tokens, question
         self.on_measure = on_measure
         self.complete = False
@@ -358,7 +363,7 @@ class BenchRun:
         from tqdm.auto import tqdm
 
         timer = _LLMTimer(_language_model(self.model), self._cuda)
-        total = len(self.videos) * (self.repeats + 1) * len(self.settings)
+        total = (self.repeats + 1) * sum(len(self._settings(f)) for f in self.videos)
         bar = tqdm(total=total, desc="bench", disable=not progress)
         try:
             for frames, video in self.videos.items():
@@ -368,6 +373,9 @@ class BenchRun:
             timer.remove()
         self.complete = True
         return self.rows()
+
+    def _settings(self, frames: int) -> list[tuple[str, Any]]:
+        return self.settings_for.get(frames, self.settings)
 
     def rows(self) -> list[BenchRow]:
         text_config = self.model.config.get_text_config()
@@ -389,11 +397,11 @@ class BenchRun:
             frames=frames,
             video_tokens=int((ids == self.model.config.video_token_id).sum()),
             prompt_tokens=int(ids.shape[1]),
-            samples={name: _Samples(method_name(config)) for name, config in self.settings},
+            samples={name: _Samples(method_name(config)) for name, config in self._settings(frames)},
         )
         for round_ in range(self.repeats + 1):
             reference = None
-            for name, config in self.settings:
+            for name, config in self._settings(frames):
                 prefill, e2e, report = self._generate(config, prepare, timer, state.samples[name], round_ == 0)
                 reference = reference or prefill
                 if self.on_measure is not None:
@@ -415,7 +423,7 @@ class BenchRun:
     def _generate(self, config, prepare, timer: _LLMTimer, samples: _Samples, warm_up: bool):
         """One timed generate of one setting, recorded in ``samples`` unless it is the warm-up,
         which instead measures the KV cache and peak memory once. Returns (prefill s, e2e s, report)."""
-        handle = apply(self.model, config) if config is not None else None
+        handle = apply(self.model, config, budget=self.budget) if config is not None else None
         try:
             timer.reset()
             if self._cuda:
@@ -455,6 +463,44 @@ def run_bench(model, processor, videos: dict[int, np.ndarray], settings: Sequenc
     config None meaning untouched; ``options``: :class:`BenchRun`'s (``repeats``, ``new_tokens``,
     ``question``, ``on_measure``). Returns one row per frame count and setting (see ``BenchRun``)."""
     return BenchRun(model, processor, videos, settings, **options).run(progress)
+
+
+def matched_rows(rows: Sequence[BenchRow], plans: dict[int, Any], match_frames: int) -> list[dict]:
+    """Equal compute: each reduced setting at a wanted frame count against the untouched model at
+    ``match_frames`` (``plans``: the :class:`~framefusion.planning.FramePlan` of each wanted count):
+    end-to-end and LLM-prefill time ratios (> 1: faster than the matched untouched run), peak memory
+    ratio (GPU only), and the compute spent against the plan's target."""
+    base = next((r for r in rows if r.frames == match_frames and r.method == "untouched"), None)
+    if base is None:
+        return []
+    out = []
+    for r in rows:
+        plan = plans.get(r.frames)
+        if plan is None or r.method == "untouched":
+            continue
+        out.append(dict(
+            setting=r.setting, frames=r.frames, match_frames=match_frames, cost=plan.cost, scope=plan.scope,
+            spent_vs_target=plan.flops(r.tokens_per_layer) / plan.target_flops,
+            e2e_vs_matched=base.e2e_median / r.e2e_median, prefill_vs_matched=base.prefill_median / r.prefill_median,
+            peak_memory_vs_matched=(r.peak_gpu_bytes / base.peak_gpu_bytes) if r.peak_gpu_bytes and base.peak_gpu_bytes else None,
+            kv_cache_vs_matched=r.kv_cache_bytes / base.kv_cache_bytes if base.kv_cache_bytes else None,
+        ))  # fmt: skip
+    return out
+
+
+def format_matched(matched: Sequence[dict]) -> str:
+    """The equal-compute table (markdown)."""
+    if not matched:
+        return ""
+    lines = ["| setting | frames | for the compute of | cost (FLOP-priced) | compute spent / target | end-to-end speed vs matched "
+             "| LLM prefill speed vs matched | KV cache vs matched | peak GPU memory vs matched |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in matched:
+        peak = "-" if m["peak_memory_vs_matched"] is None else f"{m['peak_memory_vs_matched']:.2f}x"
+        kv = "-" if m["kv_cache_vs_matched"] is None else f"{m['kv_cache_vs_matched']:.2f}x"
+        lines.append(f"| {m['setting']} | {m['frames']} | {m['match_frames']} untouched ({m['scope']}) | {m['cost']:.4f} | "
+                     f"{m['spent_vs_target']:.4f} | {m['e2e_vs_matched']:.2f}x | {m['prefill_vs_matched']:.2f}x | {kv} | {peak} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def environment(model) -> dict:
@@ -497,13 +543,17 @@ def format_markdown(rows: Sequence[BenchRow], meta: dict) -> str:
     title = "# framefusion bench"
     if meta.get("complete") is False:
         title += f" (INCOMPLETE: stopped by {meta.get('stopped_by', 'an error')}; the rows hold the rounds finished)"
-    facts = [f"- {key}: `{value}`" if key == "command" else f"- {key}: {value}" for key, value in meta.items()]
+    facts = [f"- {key}: `{value}`" if key == "command" else f"- {key}: {value}" for key, value in meta.items()
+             if key != "matched"]  # fmt: skip
     note = (
         f"{REDUCTION_COLUMN}: the reduction's own time per prefill; on CUDA the GPU time of its "
         "kernels (CUDA events), on CPU wall time. FLOP bound: the prefill speed-up a perfect "
         "implementation of the kept-token schedule would reach."
     )
-    return "\n\n".join([title, "\n".join(facts), format_table(rows), note]) + "\n"
+    parts = [title, "\n".join(facts), format_table(rows), note]
+    if meta.get("matched"):
+        parts += ["## Equal compute (against the untouched model at the matched frame count)", format_matched(meta["matched"])]
+    return "\n\n".join(parts) + "\n"
 
 
 def bench_payload(rows: Sequence[BenchRow], meta: dict | None = None) -> dict:

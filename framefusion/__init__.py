@@ -32,6 +32,7 @@ from .methods import (
     VidCom2,
 )
 from .report import ReductionReport
+from .tools.chunked_vision import chunked_vision
 
 __version__ = "0.2.0"
 
@@ -61,5 +62,6 @@ __all__ = [
     "Replay",
     "UnsupportedModelError",
     "apply",
+    "chunked_vision",
     "supported_models",
 ]

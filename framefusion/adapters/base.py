@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-__all__ = ["Adapter", "InstanceAttribute", "VideoGrid", "VideoLayout"]
+__all__ = [
+    "Adapter",
+    "FrameEncoder",
+    "InstanceAttribute",
+    "VideoGrid",
+    "VideoLayout",
+    "checked_encoder",
+    "images_along_dim0",
+    "temporal_patches",
+]
 
 
 @dataclass
@@ -86,6 +95,99 @@ class VideoGrid:
         return col * w, row * h, (col + 1) * w, (row + 1) * h
 
 
+@dataclass(frozen=True)
+class FrameEncoder:
+    """A vision encoder module that encodes each frame (or temporal patch) without looking at the others,
+    and how one call of its ``forward`` splits into calls over fewer frames (chunked vision encoding).
+
+    module: the encoder (its ``forward`` is what gets wrapped)
+    split: ``(arguments, frames) -> list of arguments, or None``: ``arguments`` are the call's arguments
+        by name (``**kwargs`` spread out); each returned dict is one call over at most ``frames`` input
+        frames, in order, so that joining the outputs along dim 0 gives what the one call returns. None
+        when the call needs no split. Raises ``ValueError`` for a call it cannot split exactly.
+    """
+
+    module: nn.Module
+    split: Callable[[dict[str, Any], int], list[dict[str, Any]] | None]
+
+
+def checked_encoder(family: str, module: nn.Module, classes: tuple[str, ...]) -> nn.Module:
+    """``module`` if its class is one whose frame independence was checked (``classes``), else a
+    ``ValueError``: a family built with ``AutoModel.from_config(vision_config)`` can carry any encoder."""
+    if type(module).__name__ not in classes:
+        raise ValueError(
+            f"chunked vision encoding is not available for {family} with a {type(module).__name__} vision encoder: "
+            f"only {', '.join(classes)} were checked to encode each frame independently"
+        )
+    return module
+
+
+def images_along_dim0(module: nn.Module) -> FrameEncoder:
+    """An encoder that takes a batch of frames as images along dim 0 of its first tensor argument (CLIP,
+    SigLIP, InternViT, ...): a call splits into runs of ``frames`` images; every tensor argument with that
+    same dim 0 (a per-image mask) is cut alike, everything else is passed as it is."""
+
+    def split(arguments: dict[str, Any], frames: int) -> list[dict[str, Any]] | None:
+        tensors = [v for v in arguments.values() if isinstance(v, torch.Tensor) and v.ndim >= 1]
+        if not tensors or tensors[0].shape[0] <= frames:
+            return None
+        n = tensors[0].shape[0]
+        per_image = {k for k, v in arguments.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n}
+        return [{k: (v[i : i + frames] if k in per_image else v) for k, v in arguments.items()}
+                for i in range(0, n, frames)]  # fmt: skip
+
+    return FrameEncoder(module, split)
+
+
+def temporal_patches(module: nn.Module, temporal: int) -> FrameEncoder:
+    """An encoder called as ``forward(hidden_states, grid_thw, **kwargs)`` with the flattened patches of
+    every image / video in ``hidden_states`` (``t * h * w`` rows per ``grid_thw`` row, temporal patch after
+    temporal patch) whose attention is segmented per temporal patch (Qwen-VL, GLM-4V vision towers).
+
+    A chunk is a whole number of temporal patches (``frames // temporal`` of them), filled greedily in
+    order: a video's grid row is cut along t, and the tail of one row shares a chunk with the head of the
+    next (each keeps its own grid row). The patches of a chunk are one contiguous slice (a view). Any other
+    tensor argument (precomputed ``cu_seqlens``, ``position_ids``, window indices, ...) describes the whole
+    call and cannot be cut: refused."""
+
+    def split(arguments: dict[str, Any], frames: int) -> list[dict[str, Any]] | None:
+        hidden, grid = arguments.get("hidden_states"), arguments.get("grid_thw")
+        if not isinstance(hidden, torch.Tensor) or not isinstance(grid, torch.Tensor):
+            raise ValueError("chunked vision encoding needs hidden_states and grid_thw tensors in the encoder call")
+        other = sorted(k for k, v in arguments.items()
+                       if isinstance(v, torch.Tensor) and k not in ("hidden_states", "grid_thw"))  # fmt: skip
+        if other:
+            raise ValueError(
+                f"chunked vision encoding cannot split a call that passes precomputed {', '.join(other)} for the whole "
+                "input; pass only the pixels and the grid (remove the chunking handle to encode it in one call)"
+            )
+        per_chunk = frames // temporal  # temporal patches per chunk
+        rows = [tuple(int(v) for v in r) for r in grid.tolist()]
+        if hidden.shape[0] != sum(t * h * w for t, h, w in rows):
+            raise ValueError(f"hidden_states has {hidden.shape[0]} patch rows; grid_thw {rows} describes "
+                             f"{sum(t * h * w for t, h, w in rows)}")  # fmt: skip
+        if sum(t for t, _, _ in rows) <= per_chunk:
+            return None
+        chunks, current, taken, start, end = [], [], 0, 0, 0
+        for t, h, w in rows:
+            done = 0
+            while done < t:
+                n = min(t - done, per_chunk - taken)
+                current.append([n, h, w])
+                taken, done, end = taken + n, done + n, end + n * h * w
+                if taken == per_chunk:
+                    chunks.append((current, start, end))
+                    current, taken, start = [], 0, end
+        if current:
+            chunks.append((current, start, end))
+        return [
+            dict(arguments, hidden_states=hidden[a:b], grid_thw=torch.tensor(g, dtype=grid.dtype, device=grid.device))
+            for g, a, b in chunks
+        ]
+
+    return FrameEncoder(module, split)
+
+
 def special_token_id(tokenizer: Any, name: str, token: str) -> int | None:
     """Id of a named special token (``tokenizer.<name>_id``), else of its usual spelling, else None."""
     value = getattr(tokenizer, f"{name}_id", None)
@@ -115,8 +217,27 @@ class Adapter(ABC):
 
     def _base(self) -> nn.Module:
         """The multimodal base model (``XForConditionalGeneration.model``), or the model itself."""
-        m = self.model
-        return m.model if hasattr(m, "lm_head") else m
+        return self.base_of(self.model)
+
+    @staticmethod
+    def base_of(model: nn.Module) -> nn.Module:
+        """The multimodal base model of ``model`` (``XForConditionalGeneration.model``), or ``model``."""
+        return model.model if hasattr(model, "lm_head") else model
+
+    @classmethod
+    def frame_encoders(cls, model: nn.Module, frames: int) -> list[FrameEncoder]:
+        """The vision encoder module(s) of ``model`` that video frames go through, each with how one call
+        splits into calls over at most ``frames`` input frames whose outputs, joined along dim 0, are what
+        the one call returns (:func:`framefusion.chunked_vision`). A classmethod: it needs no processor.
+
+        Raises ``ValueError`` when this family's encoder is not known to encode frames independently, or
+        when ``frames`` is not a whole number of the units it encodes together (temporal patches). The
+        default refuses: a family opts in once its encoder was read and tested
+        (:func:`images_along_dim0`, :func:`temporal_patches`)."""
+        raise ValueError(
+            f"chunked vision encoding is not available for {cls.family or cls.__name__}: its vision encoder was not "
+            "checked to encode frames independently"
+        )
 
     def input_module(self) -> nn.Module:
         """Module whose forward receives input_ids / grids / attention_mask / position_ids."""

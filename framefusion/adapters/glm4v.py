@@ -12,6 +12,14 @@ and generate() passing ``video_grid_thw=None`` are as in Qwen2-VL. No deepstack:
 reducible. The attention differs from Llama's: RoPE covers only part of the head dim
 (``partial_rotary_factor``), and GLM-4.1V rotates interleaved pairs while GLM-4.5V rotates halves;
 the probe applies the layer's own RoPE function.
+
+Chunked vision encoding (``frame_encoders``, inherited): ``get_video_features`` turns each video's grid
+row ``(t, h, w)`` into ``t`` rows ``(1, h, w)`` and runs ``visual`` once over all of them, so the tower
+sees every temporal patch as an image: Conv3d patch embedding over one temporal patch, rotary (h, w)
+positions, attention segmented per row by ``cu_seqlens``, the learned position embedding resampled
+(bicubic ``grid_sample``) from each row's own (h, w) and patch coordinates, and RMS norms, the 2x2
+``downsample`` convolution and the merger on patches of one row. Rows are independent; the chunks pack
+whole rows (GLM-4.1V, GLM-4.5V and GLM-4.6V share this tower).
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ positions apply.
 Geometry (pictures): a frame is one tile of ``vision_config.image_size`` pixels (the processor resizes
 it); the pixel shuffle (``downsample_ratio`` 0.5) folds each 2 x 2 block of ``patch_size`` patches into
 one token, row-major, so a token covers ``patch_size / downsample_ratio`` (28) pixels a side.
+
+Chunked vision encoding (``frame_encoders``): frames reach the model as image tiles in ``pixel_values``
+``(tiles, 3, H, W)`` and ``get_image_features`` runs ``vision_tower`` once over all of them, then selects
+a layer, pixel-shuffles and projects each tile. ``InternVLVisionModel`` is a ViT over a batch of tiles,
+each its own sequence: patch convolution, CLS token, the position embedding of the fixed tile grid, unmasked
+self-attention within the tile, per-token norms and layer scales; nothing mixes tiles, so its call is cut
+along the tile dimension (images' tiles included). Another encoder class is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +35,16 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoGrid, VideoLayout, special_token_id, tile_grids
+from .base import (
+    Adapter,
+    FrameEncoder,
+    VideoGrid,
+    VideoLayout,
+    checked_encoder,
+    images_along_dim0,
+    special_token_id,
+    tile_grids,
+)
 
 __all__ = ["InternVLAdapter"]
 
@@ -50,6 +66,11 @@ class InternVLAdapter(Adapter):
         self.tokenizer = self.label_tokenizer()
         self._img = special_token_id(self.tokenizer, "start_image_token", "<img>")
         self._end = special_token_id(self.tokenizer, "end_image_token", "</img>")
+
+    @classmethod
+    def frame_encoders(cls, model, frames: int) -> list[FrameEncoder]:
+        tower = checked_encoder(cls.family, cls.base_of(model).vision_tower, ("InternVLVisionModel",))
+        return [images_along_dim0(tower)]
 
     def video_layouts(self, inputs: dict[str, Any]) -> list[VideoLayout] | None:
         input_ids = inputs.get("input_ids")

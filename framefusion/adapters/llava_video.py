@@ -23,6 +23,17 @@ Video-LLaVA, resized and centre-cropped); the vision tower's ``g x g`` patches o
 cover its top-left ``g * patch_size`` pixels, and a pooled token covers ``g * patch_size / side`` of
 them a side (``side`` tokens a side: 28 px for OneVision's 27 -> 14 in 384 px, 28 px for NeXT-Video's
 stride 2, 14 px for Video-LLaVA). The newline and CLS tokens are the video's non-grid tokens.
+
+Chunked vision encoding (``frame_encoders``): ``get_video_features(pixel_values_videos)`` takes
+``(videos, frames, 3, H, W)``, flattens it to ``videos * frames`` images and runs the vision tower once
+(``vision_tower``, Video-LLaVA's ``video_tower``), then selects a layer's hidden states, projects and
+pools (OneVision: bilinear to ceil(g/2), then ONE ``image_newline`` per video appended; NeXT-Video:
+average pooling; Video-LLaVA: none). The towers of these checkpoints are SigLIP (OneVision, LLaVA-Video)
+and CLIP (NeXT-Video, Video-LLaVA): plain ViTs over a batch of images, each image its own sequence
+(patch convolution, learned position embedding of the fixed grid, unmasked self-attention within the
+image, LayerNorms; SigLIP's optional pooling head attends within its image), so frames are independent
+and the tower's call is cut along its batch dimension; projection, pooling and the newline stay in
+``get_video_features``, after the tower, once per call. A tower of another class is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +44,17 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, InstanceAttribute, VideoGrid, VideoLayout, grid_positions, split_videos
+from .base import (
+    Adapter,
+    FrameEncoder,
+    InstanceAttribute,
+    VideoGrid,
+    VideoLayout,
+    checked_encoder,
+    grid_positions,
+    images_along_dim0,
+    split_videos,
+)
 
 __all__ = ["LlavaNextVideoAdapter", "LlavaOnevisionAdapter", "VideoLlavaAdapter"]
 
@@ -51,6 +72,17 @@ class _LlavaVideoAdapter(Adapter):
     def _grid(self) -> int:
         vision = self._base().config.vision_config
         return vision.image_size // vision.patch_size
+
+    #: the base model's vision encoders that frames go through
+    frame_towers: tuple[str, ...] = ("vision_tower",)
+    #: encoder classes read and tested to encode each image of a batch alone
+    frame_tower_classes: tuple[str, ...] = ("SiglipVisionModel", "CLIPVisionModel")
+
+    @classmethod
+    def frame_encoders(cls, model, frames: int) -> list[FrameEncoder]:
+        base = cls.base_of(model)
+        return [images_along_dim0(checked_encoder(cls.family, getattr(base, name), cls.frame_tower_classes))
+                for name in cls.frame_towers]  # fmt: skip
 
     def patches_per_frame(self) -> int:
         """Spatial patches (video tokens that are frame content) per frame."""
@@ -186,6 +218,7 @@ class VideoLlavaAdapter(_LlavaVideoAdapter):
     model_classes = ("VideoLlavaForConditionalGeneration", "VideoLlavaModel")
     checkpoints = ("LanguageBind/Video-LLaVA-7B-hf",)
     frame_prefix = 1  # the CLIP CLS token opens every frame
+    frame_towers = ("video_tower", "image_tower")
 
     def patches_per_frame(self) -> int:
         return self._grid() ** 2

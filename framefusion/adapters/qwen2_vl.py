@@ -9,6 +9,9 @@ Videos appear in ``video_grid_thw`` in sequence order, sample after sample.
 Geometry (pictures): the processor resizes each frame to ``(h * p, w * p)`` pixels (``p`` the patch
 size) and a token merges ``m x m`` patches, so token (row, col) of a frame covers the ``p*m`` pixel
 square at (row, col); a frame is a temporal patch of ``temporal_patch_size`` (2) input frames.
+
+Chunked vision encoding (:meth:`Qwen2VLAdapter.frame_encoders`): the vision tower encodes each temporal
+patch on its own, so a long video can go through it a few temporal patches at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, InstanceAttribute, VideoGrid, VideoLayout, grid_positions, split_videos
+from .base import (
+    Adapter,
+    FrameEncoder,
+    InstanceAttribute,
+    VideoGrid,
+    VideoLayout,
+    grid_positions,
+    split_videos,
+    temporal_patches,
+)
 
 __all__ = ["Qwen2VLAdapter"]
 
@@ -47,6 +59,35 @@ class Qwen2VLAdapter(Adapter):
             return original(pixel_values_videos, video_grid_thw, *args, **kwargs)
 
         return [InstanceAttribute(base, "get_video_features", get_video_features)]
+
+    @classmethod
+    def frame_encoders(cls, model, frames: int) -> list[FrameEncoder]:
+        """``model.model.visual``, ``forward(hidden_states, grid_thw)``, cut into whole temporal patches.
+
+        Read in transformers 5.23/5.24 (``get_video_features`` -> ``visual(pixel_values_videos,
+        grid_thw=video_grid_thw)`` -> pooled features split per video; Qwen3-VL and GLM-4V: see their
+        adapters): the flattened patches hold ``t * h * w`` rows per grid row, temporal patch after temporal
+        patch; ``PatchEmbed`` is a Conv3d whose kernel and stride are one temporal patch
+        (``temporal_patch_size`` frames x patch x patch), so it never reaches across temporal patches; the
+        rotary positions are (h, w) only, the same for every t (``get_vision_position_ids`` repeats them t
+        times); every block's attention is segmented per temporal patch (``get_vision_cu_seqlens`` with
+        ``merge_temporal=False``: ``h * w`` per segment, ``t`` segments per row; sdpa/eager run each segment
+        alone, flash attention takes the same boundaries); Qwen2.5-VL's window attention builds its windows
+        inside each temporal patch (``get_vision_window_index`` reshapes to ``(t, h, w)`` and windows h and w
+        only) and its full-attention blocks use the same per-temporal-patch segments; the norms, MLPs and the
+        ``PatchMerger`` (``m x m`` neighbouring patches of one temporal patch) act per row. So a chunk of
+        whole temporal patches gives exactly its rows of the one call's output.
+        ``frames`` must be a multiple of ``temporal_patch_size`` (the tower encodes that many frames
+        together); an image (t = 1) counts as one temporal patch."""
+        base = cls.base_of(model)
+        temporal = int(getattr(base.config.vision_config, "temporal_patch_size", 1) or 1)
+        if frames % temporal:
+            raise ValueError(
+                f"frames={frames} is not a multiple of temporal_patch_size={temporal}: {cls.family}'s vision tower "
+                f"encodes {temporal} frames together; pass a multiple of {temporal} "
+                f"(e.g. {max(temporal, frames - frames % temporal)})"
+            )
+        return [temporal_patches(base.visual, temporal)]
 
     def _video_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
         """(b, L) bool: the video tokens (frame content only)."""

@@ -16,6 +16,17 @@ positions without position_ids (cache length + ``rope_deltas``), and generate() 
 ``video_grid_thw=None`` to the forward once it has run the vision tower are as in Qwen2-VL.
 The attention is Qwen3's (q_norm/k_norm per head before RoPE, rotate-half RoPE with cos/sin of the
 full head dim, scaling head_dim**-0.5): the default probe.
+
+Chunked vision encoding (``frame_encoders``, inherited): ``get_video_features`` is
+``get_image_features(pixel_values_videos, video_grid_thw)``, which runs ``visual`` once and returns the
+pooled features and the deepstack features (one ``(tokens, dim)`` tensor per deepstack layer, from the
+blocks listed in ``deepstack_visual_indexes``), both split per video. The tower is Qwen2-VL's in what
+matters: Conv3d patch embedding over one temporal patch, rotary (h, w) positions repeated over t, attention
+segmented per temporal patch by ``cu_seqlens``; its learned position embedding is resampled from the
+(h, w) of the grid only (``get_vision_interpolation_indices_and_weights``: a patch's taps depend on its
+place within its frame, the same for every t), and the deepstack mergers, like the final merger, act on
+``m x m`` patches of one temporal patch. Every output row therefore depends on its own temporal patch
+only, and a chunk of whole temporal patches gives its rows of every output, deepstack included.
 """
 
 from __future__ import annotations

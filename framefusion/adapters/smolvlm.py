@@ -28,6 +28,16 @@ Geometry (pictures): a frame is one tile of ``vision_config.image_size`` pixels 
 resizes the longest edge to it and pads the rest); the pixel shuffle folds each ``scale_factor`` x
 ``scale_factor`` block of patches into one token, row-major, so a token covers ``patch_size *
 scale_factor`` pixels a side.
+
+Chunked vision encoding (``frame_encoders``): frames reach the model as images in ``pixel_values``
+``(samples, images, 3, H, W)``; ``get_image_features`` drops the all-zero padding images, builds each
+image's patch mask and runs ``vision_model`` once over the real images (``(n, 3, H, W)`` with a ``(n, h,
+w)`` patch mask), then the connector. ``SmolVLMVisionTransformer`` encodes each image alone: patch
+convolution, position ids bucketed from that image's own patch mask, self-attention within the image
+(masked by its own patches), LayerNorms; so its call is cut along the image dimension, the patch mask
+alike. One caveat, not a mixing of frames: ``create_bidirectional_mask`` may drop a mask that is all
+true for the whole call, so where a call mixes images with and without padded patches, a chunk of
+unpadded images alone runs the unmasked kernel and may differ in the last bits.
 """
 
 from __future__ import annotations
@@ -37,7 +47,16 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, VideoGrid, VideoLayout, special_token_id, tile_grids
+from .base import (
+    Adapter,
+    FrameEncoder,
+    VideoGrid,
+    VideoLayout,
+    checked_encoder,
+    images_along_dim0,
+    special_token_id,
+    tile_grids,
+)
 
 __all__ = ["SmolVLMAdapter"]
 
@@ -65,6 +84,11 @@ class SmolVLMAdapter(Adapter):
                 "the tokenizer given to framefusion.apply has no <fake_token_around_image> / <global-img> tokens: "
                 "pass the SmolVLM model's own processor"
             )
+
+    @classmethod
+    def frame_encoders(cls, model, frames: int) -> list[FrameEncoder]:
+        tower = checked_encoder(cls.family, cls.base_of(model).vision_model, ("SmolVLMVisionTransformer",))
+        return [images_along_dim0(tower)]
 
     def decoder_layers(self):
         return self._base().text_model.layers

@@ -61,14 +61,25 @@ class FramePlan:
     def multiple(self) -> float:
         return self.wanted.frames / self.matched.frames
 
-    def flops(self, vision_per_layer: Sequence[int]) -> float:
+    def flops(self, vision_per_layer: Sequence[int], text_tokens: int | None = None) -> float:
         """The wanted prompt's compute (in the scope) when layer i runs with ``vision_per_layer[i]``
-        vision tokens: what a reduced run actually cost, from its report's per-layer counts."""
+        vision tokens: what a reduced run actually cost, from its report's per-layer counts
+        (``text_tokens``: another prompt's text, e.g. another question about the same clip)."""
         if len(vision_per_layer) != self.layers:
             raise ValueError(f"vision_per_layer has {len(vision_per_layer)} entries; the model has {self.layers} layers")
-        text = self.wanted.text_tokens
+        text = self.wanted.text_tokens if text_tokens is None else text_tokens
         llm = sum(layer_flops(self.config, text + v) for v in vision_per_layer)
         return llm + (self.wanted.vision_flops if self.scope == "total" else 0.0)
+
+    def spent(self, vision_per_layer: Sequence[int], text_tokens: int | None = None) -> float:
+        """A run's compute over its target: ``flops(...)`` over what the same prompt (``text_tokens``
+        at the wanted frames; its text at the matched frames shifted as the plan's was) costs
+        untouched at the matched frames. At most 1 for a run under the plan's cost, whatever its text."""
+        text = self.wanted.text_tokens if text_tokens is None else text_tokens
+        matched_text = text + self.matched.text_tokens - self.wanted.text_tokens
+        target = self.layers * layer_flops(self.config, matched_text + self.matched.vision_tokens)
+        target += self.matched.vision_flops if self.scope == "total" else 0.0
+        return self.flops(vision_per_layer, text) / target
 
     def untouched_flops(self) -> float:
         """The wanted prompt untouched: what m x F frames cost without reduction."""

@@ -169,6 +169,7 @@ def test_a_planned_run_costs_no_more_than_the_matched_one_and_within_one_percent
     assert spent <= plan.target_flops * (1 + 1e-12)
     assert spent >= 0.99 * plan.target_flops, (counts, spent / plan.target_flops)
     assert plan.untouched_flops() > 1.5 * plan.target_flops  # the plan did have something to cut
+    assert math.isclose(plan.spent(counts), spent / plan.target_flops)
 
 
 def test_a_plan_the_vision_tower_alone_breaks_is_refused(v2):

@@ -363,7 +363,7 @@ def answer_video(
     answer = _video_answer(loaded, clip, frames, video_name, question, config, inputs, rounds, repeats)
     if plan is not None:
         answer.plan = plan.as_dict()
-        answer.spent = plan.flops(answer.tokens_per_layer) / plan.target_flops
+        answer.spent = plan.spent(answer.tokens_per_layer)
     return answer
 
 

@@ -480,7 +480,7 @@ def matched_rows(rows: Sequence[BenchRow], plans: dict[int, Any], match_frames: 
             continue
         out.append(dict(
             setting=r.setting, frames=r.frames, match_frames=match_frames, cost=plan.cost, scope=plan.scope,
-            spent_vs_target=plan.flops(r.tokens_per_layer) / plan.target_flops,
+            spent_vs_target=plan.spent(r.tokens_per_layer),
             e2e_vs_matched=base.e2e_median / r.e2e_median, prefill_vs_matched=base.prefill_median / r.prefill_median,
             peak_memory_vs_matched=(r.peak_gpu_bytes / base.peak_gpu_bytes) if r.peak_gpu_bytes and base.peak_gpu_bytes else None,
             kv_cache_vs_matched=r.kv_cache_bytes / base.kv_cache_bytes if base.kv_cache_bytes else None,

@@ -316,9 +316,10 @@ def _answer_setting(model, processor, inputs, new_tokens: int, chosen: Setting, 
             setting["answers"] += _first_words(model, processor, inputs, new_tokens)
             report = handle.last_report()
         setting["costs"] += [float(c) for c in report.achieved_cost]
-        if chosen.plan is not None:
-            plan = chosen.plan
-            setting["flops"] += [plan.flops(layers) / plan.target_flops for layers in report.vision_tokens_per_layer]
+        if chosen.plan is not None:  # each question's own text: the plan was made on the first question's
+            plan, valid = chosen.plan, inputs["attention_mask"].sum(1).tolist()
+            setting["flops"] += [plan.spent(layers, text_tokens=int(v) - n)
+                                 for layers, v, n in zip(report.vision_tokens_per_layer, valid, report.vision_tokens)]  # fmt: skip
     bar.update(len(inputs["input_ids"]))
 
 

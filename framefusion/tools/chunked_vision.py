@@ -51,6 +51,9 @@ class ChunkedVision:
 
     frames: the most input frames one encoder call gets
     last_chunks: encoder calls the last wrapped call was split into (1 when it needed no split)
+
+    Copy or pickle the model after ``remove()``: a ``copy.deepcopy`` made while chunked would carry the
+    wrapper, which runs the original model's tower (nothing refuses it, unlike ``framefusion.apply``).
     """
 
     def __init__(self, frames: int, encoders: list[FrameEncoder]):

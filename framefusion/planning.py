@@ -126,12 +126,18 @@ def plan_cost(
             f"the wanted frame count ({wanted.frames}) is below the matched one ({matched.frames}); "
             "plan more frames for the compute of fewer, not the reverse"
         )
+    if wanted.frames > matched.frames and wanted.vision_tokens <= matched.vision_tokens:
+        raise ValueError(
+            f"{wanted.frames} frames gave {wanted.vision_tokens} video tokens and {matched.frames} gave "
+            f"{matched.vision_tokens}: the processor samples its own frames (a fixed num_frames or fps), so more "
+            "frames would not be seen; let it keep the frames given (e.g. do_sample_frames=False) and plan again"
+        )
     layers = config.num_hidden_layers if layers is None else layers
     fixed, full, target = _fixed_and_target(config, wanted, matched, layers, scope)
     cost = 1.0 if full <= 0 else (target - fixed) / full
     if cost >= 1.0:
         cost = 1.0
-    elif cost <= 0 or cost < min_cost:
+    elif cost * wanted.vision_tokens < 1 or cost < min_cost:  # not even one video token per layer on average
         what = "the vision tower and the text" if scope == "total" else "the text"
         least = fixed + max(min_cost, 0.0) * full
         raise ValueError(

@@ -187,3 +187,48 @@ def test_spread_frames_shows_fewer_frames_as_a_subset_of_more():
     assert spread_frames(video, 16)[:, 0].tolist() == list(range(0, 64, 4))
     with pytest.raises(ValueError, match=r"cannot show 65 frames of a 64-frame clip; allowed: 1 to 64"):
         spread_frames(video, 65)
+
+
+# ------------------------------------------------------------------------------------- every family
+PLANNED = [("qwen2_vl", "llm"), ("qwen2_5_vl", "llm"), ("glm4v", "llm"), ("internvl", "llm"), ("smolvlm", "llm")]
+
+
+@pytest.mark.parametrize("family,scope", PLANNED)
+def test_every_family_plans_and_spends_the_target(family, scope):
+    """16 frames for the compute of 8 on each family's tiny model (the scope where its tiny vision tower
+    leaves room): the planned FrameFusion run spends 99-100% of the target."""
+    from framefusion.tiny_models import make_synthetic_video
+    from framefusion.tiny_models.zoo import build, video_inputs
+
+    model, processor = build(family, num_layers=4)
+    clip = make_synthetic_video(num_frames=16, size=112, seed=3)
+
+    def make_inputs(n):
+        return video_inputs(processor, ["What happens?"], [spread_frames(clip, n)])
+
+    plan = plan_frames(model, make_inputs, 16, 8, processor=processor, scope=scope)
+    assert plan.wanted.vision_tokens > plan.matched.vision_tokens and 0 < plan.cost < 1
+    with ff.apply(model, ff.FrameFusion(cost=plan.cost), processor=processor, budget="flops") as handle, torch.inference_mode():
+        model.generate(**make_inputs(16), max_new_tokens=2, do_sample=False)
+    assert 0.99 <= plan.spent(handle.last_report().vision_tokens_per_layer[0]) <= 1 + 1e-12
+
+
+def test_a_processor_that_samples_its_own_frames_is_named():
+    """The tiny LLaVA-OneVision processor samples 8 frames of whatever it is given: 16 frames would not
+    be seen, and the plan says so instead of planning nothing."""
+    from framefusion.tiny_models import make_synthetic_video
+    from framefusion.tiny_models.zoo import build, video_inputs
+
+    model, processor = build("llava_onevision", num_layers=2)
+    clip = make_synthetic_video(num_frames=16, size=112, seed=3)
+    with pytest.raises(ValueError, match=r"16 frames gave 128 video tokens and 8 gave 128: the processor samples its own"):
+        plan_frames(model, lambda n: video_inputs(processor, ["q"], [spread_frames(clip, n)]), 16, 8, processor=processor)
+
+
+def test_a_plan_that_keeps_less_than_a_token_a_layer_is_refused():
+    config = SimpleNamespace(hidden_size=64, num_attention_heads=4, num_key_value_heads=4, head_dim=16,
+                             intermediate_size=128, num_hidden_layers=4)  # fmt: skip
+    matched = PromptCompute(8, 20, 80, 1e9)
+    wanted = PromptCompute(16, 20, 160, 2e9 - 1e3)  # the tower eats all but a sliver of the target
+    with pytest.raises(ValueError, match=r"16 frames cannot cost as little as 8 untouched"):
+        plan_cost(config, wanted, matched)

@@ -74,13 +74,13 @@ def _matched_settings(args, loaded, item) -> list:
     """With --match-frames F: per wanted count w, the untouched model at w (a reference) and each method
     at w frames with the FLOP-priced cost planned on ``item`` (w frames for the compute of F)."""
     from ..planning import plan_frames
-    from ..tools.evaluate import Setting, _batch_inputs
+    from ..tools.evaluate import Setting, question_inputs
 
     video = item.frames()
     model, processor = loaded.model, loaded.processor
 
     def make_inputs(n: int):
-        return _batch_inputs(model, processor, [item], [video], n)
+        return question_inputs(model, processor, [item], [video], n)
 
     ff = dict(similarity_threshold=args.similarity_threshold, ratio_threshold=args.ratio_threshold)
     settings = []

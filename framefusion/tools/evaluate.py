@@ -63,6 +63,7 @@ __all__ = [
     "paired_change_interval",
     "parse_shard",
     "plot_accuracy",
+    "question_inputs",
     "shard_indices",
     "spread_frames",
     "synthetic_test_set",
@@ -233,7 +234,7 @@ def spread_frames(video: np.ndarray, frames: int | None) -> np.ndarray:
     return video[np.arange(frames) * total // frames]
 
 
-def _batch_inputs(model, processor, chunk: Sequence[QAItem], videos: Sequence[np.ndarray] | None = None,
+def question_inputs(model, processor, chunk: Sequence[QAItem], videos: Sequence[np.ndarray] | None = None,
                   frames: int | None = None):  # fmt: skip
     """The processor's (left-padded) output for a batch of questions, on the model's device
     (``videos``: the chunk's, already made; ``frames``: how many of each to show)."""
@@ -298,7 +299,7 @@ def _setting_answers(model, processor, items: Sequence[QAItem], configs: Sequenc
         chunk = items[i : i + batch_size]
         videos = [it.frames() for it in chunk]
         for shown, group in by_frames.items():
-            inputs = _batch_inputs(model, processor, chunk, videos, shown)
+            inputs = question_inputs(model, processor, chunk, videos, shown)
             with vision_features_reused(model):
                 for j in group:
                     _answer_setting(model, processor, inputs, new_tokens, chosen[j], settings[j], bar)

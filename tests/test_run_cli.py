@@ -61,6 +61,8 @@ def test_run_loads_a_saved_checkpoint(tmp_path, capsys):
         (["run", "--model", "/no/such/model"], ["model folder not found", "/no/such/model"]),
         (["run", "--device", "gpu7"], ["--device", "gpu7"]),
         (["run", "--question", "  ", "--warmup", "0"], ["question is empty"]),
+        (["run", "--frames", "8", "--match-frames", "12"], ["--match-frames F needs --frames N with N >= F", "12"]),
+        (["run", "--frames", "8", "--chunk-frames", "3", "--warmup", "0"], ["frames=3", "multiple of temporal_patch_size=2"]),
     ],
 )
 def test_run_errors_exit_2_with_a_clear_message(argv, words, capsys):
@@ -85,3 +87,16 @@ def test_short_video_uses_all_its_frames(tmp_path, capsys, videos):
     path = write_video(videos[8][:6], tmp_path / "six.mp4")
     assert main(["run", "--video", str(path), "--json", "--max-new-tokens", "1", "--warmup", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 6
+
+
+def test_run_matched_and_chunked(capsys):
+    """--match-frames plans the cost (16 frames for the compute of 8) and the run spends at most the target;
+    --chunk-frames gives the same answer and the same kept tokens as one pass."""
+    argv = ["run", "--json", "--max-new-tokens", "3", "--frames", "16", "--match-frames", "8", "--warmup", "0"]
+    assert main(argv) == 0
+    one_pass = json.loads(capsys.readouterr().out)
+    assert one_pass["plan"]["wanted"]["frames"] == 16 and one_pass["plan"]["matched"]["frames"] == 8
+    assert 0.99 <= one_pass["spent"] <= 1.0 and one_pass["config"]["cost"] == one_pass["plan"]["cost"]
+    assert main(argv + ["--chunk-frames", "4"]) == 0
+    chunked = json.loads(capsys.readouterr().out)
+    assert (chunked["answers"], chunked["tokens_per_layer"]) == (one_pass["answers"], one_pass["tokens_per_layer"])

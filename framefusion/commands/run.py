@@ -101,6 +101,9 @@ def add_match_arguments(p) -> None:
                         "(FLOP-priced budget; --cost is not used)")
     p.add_argument("--match-scope", choices=SCOPES, default="total",
                    help="what equal compute counts: total (the vision tower too, default) or llm (the LLM prefill)")
+    p.add_argument("--chunk-frames", type=int, default=None, metavar="K",
+                   help="long videos: run the vision tower over at most K frames at a time (the same features; "
+                        "its memory follows K, not the video)")
 
 
 def add_arguments(p) -> None:
@@ -125,6 +128,6 @@ def run(args) -> int:
     result = ask(args.question, args.video, args.model, config, options=model_options(args), frames=args.frames,
                  fps=args.fps, compare=args.compare, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
                  repeats=args.repeats, progress=not args.json, match_frames=args.match_frames,
-                 match_scope=args.match_scope)  # fmt: skip
+                 match_scope=args.match_scope, chunk_frames=args.chunk_frames)  # fmt: skip
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_result(result))
     return 0

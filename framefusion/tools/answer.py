@@ -333,6 +333,7 @@ def answer_video(
     progress: bool = True,
     match_frames: int | None = None,
     match_scope: str = "total",
+    chunk_frames: int | None = None,
 ) -> VideoAnswer:
     """Answer ``question`` (default: the model's own) about ``video`` ((T, H, W, 3) uint8 frames, or a
     :class:`~framefusion.tools.video.VideoClip`, whose duration and sampled times then go into the result)
@@ -340,7 +341,15 @@ def answer_video(
     medians over ``repeats`` interleaved runs after ``warmup`` untimed one-token generations.
     ``match_frames`` (F): the method's cost is planned (:func:`framefusion.planning.plan_frames`, FLOP-priced)
     so that the video's frames cost no more than F of them untouched (``match_scope``: counting the vision
-    tower or not); the plan and what the run spent go into the result."""
+    tower or not); the plan and what the run spent go into the result. ``chunk_frames``: the vision tower
+    runs over at most that many frames at a time (:func:`framefusion.chunked_vision`; same answers)."""
+    if chunk_frames is not None:
+        from .chunked_vision import chunked_vision
+
+        with chunked_vision(loaded.model, chunk_frames):
+            return answer_video(loaded, video, question, config, video_name=video_name, compare=compare,
+                                max_new_tokens=max_new_tokens, warmup=warmup, repeats=repeats, progress=progress,
+                                match_frames=match_frames, match_scope=match_scope)  # fmt: skip
     from ..config import FrameFusionConfig
     from .video import VideoClip
 
@@ -427,6 +436,7 @@ def ask(
     progress: bool = False,
     match_frames: int | None = None,
     match_scope: str = "total",
+    chunk_frames: int | None = None,
 ) -> VideoAnswer:
     """Read the video file ``video`` (default: the shipped demo video), load ``model`` (default: the shipped
     model) and answer ``question`` about it with ``config`` (default ``FrameFusionConfig()``); with
@@ -441,4 +451,5 @@ def ask(
     loaded = load_video_model(model, options, progress=progress)
     return answer_video(loaded, clip, question, config, video_name=name, compare=compare,
                         max_new_tokens=max_new_tokens, warmup=warmup, repeats=repeats,
-                        progress=progress, match_frames=match_frames, match_scope=match_scope)  # fmt: skip
+                        progress=progress, match_frames=match_frames, match_scope=match_scope,
+                        chunk_frames=chunk_frames)  # fmt: skip

@@ -32,7 +32,7 @@ from .methods import (
     VidCom2,
 )
 from .report import ReductionReport
-from .tools.chunked_vision import chunked_vision
+from .chunking import chunked_vision
 
 __version__ = "0.2.0"
 

@@ -344,7 +344,7 @@ def answer_video(
     tower or not); the plan and what the run spent go into the result. ``chunk_frames``: the vision tower
     runs over at most that many frames at a time (:func:`framefusion.chunked_vision`; same answers)."""
     if chunk_frames is not None:
-        from .chunked_vision import chunked_vision
+        from ..chunking import chunked_vision
 
         with chunked_vision(loaded.model, chunk_frames):
             return answer_video(loaded, video, question, config, video_name=video_name, compare=compare,

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .chunked_vision import chunked_vision
+from ..chunking import chunked_vision
 from .memory import LiveTensorMemory
 
 __all__ = [

@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters import ADAPTERS, UnsupportedModelError
-from ..adapters.base import FrameEncoder, InstanceAttribute
+from .adapters import ADAPTERS, UnsupportedModelError
+from .adapters.base import FrameEncoder, InstanceAttribute
 
 __all__ = ["ChunkedVision", "chunked_vision", "join_outputs"]
 

@@ -323,3 +323,25 @@ def test_command_error_writes_rows_so_far_and_raises(checkpoint, tmp_path, monke
     meta, rows = written_rows(tmp_path)
     assert meta["complete"] is False and meta["stopped_by"] == "RuntimeError: CUDA out of memory (pretend)"
     assert rows == [("untouched", 1), ("framefusion cost=0.5", 1), ("fastv cost=0.5", 1)]
+
+
+def test_command_matched_frames(tmp_path, capsys):
+    """--frames 8 --match-frames 4 on a real 0.5B-LLM shape with a 1-block tower: untouched alone at 4,
+    untouched and the planned methods at 8; the equal-compute rows spend 99-100% of the target and give
+    time, KV cache and (CPU) live-tensor peak ratios against untouched at 4."""
+    argv = ["bench", "--model", "qwen2-vl-0.5b-llm", "--vision-depth", "1", "--frames", "8", "--match-frames", "4",
+            "--size", "112", "--repeats", "1", "--new-tokens", "1", "--dtype", "float32", "--device", "cpu",
+            "--baselines", "vidcom2", "--out", str(tmp_path), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [(r["frames"], r["method"]) for r in result["rows"]] == [
+        (4, "untouched"), (8, "untouched"), (8, "FrameFusion"), (8, "VidCom2")]  # fmt: skip
+    matched = result["meta"]["matched"]
+    assert [m["setting"].split()[0] for m in matched] == ["framefusion", "vidcom2"]
+    for m in matched:
+        assert (m["frames"], m["match_frames"], m["scope"]) == (8, 4, "total")
+        assert 0.99 <= m["spent_vs_target"] <= 1.0
+        assert m["e2e_vs_matched"] > 0 and m["kv_cache_vs_matched"] < 1 and m["peak_memory_vs_matched"] > 0
+    assert "## Equal compute" in (tmp_path / "bench.md").read_text()
+    assert main(["bench", "--frames", "8", "--match-frames", "16", "--out", str(tmp_path)]) == 2
+    assert "--match-frames must be >= 1 and at most every --frames count; got 16" in capsys.readouterr().err

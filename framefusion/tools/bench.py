@@ -17,6 +17,7 @@ can be taken at any time (``BenchRun.rows``), so an interrupted run still leaves
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import statistics
@@ -31,6 +32,7 @@ import torch
 from ..engine import apply
 from ..flops import flop_ratio
 from .compare import pyplot
+from .memory import LiveTensorMemory
 
 __all__ = [
     "BenchRow",
@@ -134,6 +136,7 @@ ROW_KEYS = {
     ),
     "kv_cache_bytes": "bytes of the KV cache after prefill",
     "peak_gpu_bytes": "peak GPU memory in the warm-up round (null on CPU)",
+    "peak_tensor_bytes": "CPU: peak bytes of live tensors during one prefill (LiveTensorMemory; null on a GPU)",
     "achieved_cost": "vision-token compute kept, as a share of the untouched model's",
     "tokens_per_layer": "video tokens entering each decoder layer",
     "flop_speedup": "prefill FLOP ratio under the kept-token schedule: what a perfect implementation would reach",
@@ -166,6 +169,7 @@ class BenchRow:
     e2e_speedup: float = 1.0
     kv_cache_ratio: float = 1.0
     extra: dict = field(default_factory=dict)
+    peak_tensor_bytes: int | None = None  # CPU: peak live tensor bytes of one prefill (LiveTensorMemory)
 
     @property
     def prefill_median(self) -> float:
@@ -277,6 +281,7 @@ class _Samples:
     report: Any = None  # of the warm-up's extra forward
     kv_bytes: int = 0
     peak_gpu_bytes: int | None = None
+    peak_tensor_bytes: int | None = None  # CPU: live tensors at the peak of one prefill
 
 
 @dataclass
@@ -316,6 +321,7 @@ class _FrameSamples:
             reduction_s=statistics.median(s.reduction),
             kv_cache_bytes=s.kv_bytes,
             peak_gpu_bytes=s.peak_gpu_bytes,
+            peak_tensor_bytes=s.peak_tensor_bytes,
             achieved_cost=report.achieved_cost[0] if report else 1.0,
             tokens_per_layer=per_layer,
             flop_speedup=flop_ratio(text_config, text_tokens, self.video_tokens, per_layer),
@@ -439,8 +445,10 @@ class BenchRun:
             prefill, decode = timer.prefill[0], list(timer.decode)
             report = handle.last_report() if handle else None
             if warm_up:
-                with torch.inference_mode():
+                memory = contextlib.nullcontext() if self._cuda else LiveTensorMemory()
+                with torch.inference_mode(), memory:
                     out = self.model(**prepare(), use_cache=True, logits_to_keep=1)
+                samples.peak_tensor_bytes = None if self._cuda else memory.peak
                 samples.kv_bytes = _kv_bytes(output_cache(out))
                 del out
                 samples.peak_gpu_bytes = torch.cuda.max_memory_allocated() if self._cuda else None
@@ -482,10 +490,15 @@ def matched_rows(rows: Sequence[BenchRow], plans: dict[int, Any], match_frames: 
             setting=r.setting, frames=r.frames, match_frames=match_frames, cost=plan.cost, scope=plan.scope,
             spent_vs_target=plan.spent(r.tokens_per_layer),
             e2e_vs_matched=base.e2e_median / r.e2e_median, prefill_vs_matched=base.prefill_median / r.prefill_median,
-            peak_memory_vs_matched=(r.peak_gpu_bytes / base.peak_gpu_bytes) if r.peak_gpu_bytes and base.peak_gpu_bytes else None,
+            peak_memory_vs_matched=_peak(r) / _peak(base) if _peak(r) and _peak(base) else None,
             kv_cache_vs_matched=r.kv_cache_bytes / base.kv_cache_bytes if base.kv_cache_bytes else None,
         ))  # fmt: skip
     return out
+
+
+def _peak(row: BenchRow) -> int | None:
+    """GPU: peak allocated bytes of the generate; CPU: peak live tensor bytes of a prefill."""
+    return row.peak_gpu_bytes or row.peak_tensor_bytes
 
 
 def format_matched(matched: Sequence[dict]) -> str:
@@ -493,7 +506,7 @@ def format_matched(matched: Sequence[dict]) -> str:
     if not matched:
         return ""
     lines = ["| setting | frames | for the compute of | cost (FLOP-priced) | compute spent / target | end-to-end speed vs matched "
-             "| LLM prefill speed vs matched | KV cache vs matched | peak GPU memory vs matched |",
+             "| LLM prefill speed vs matched | KV cache vs matched | peak memory vs matched (GPU: allocated; CPU: prefill's live tensors) |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m in matched:
         peak = "-" if m["peak_memory_vs_matched"] is None else f"{m['peak_memory_vs_matched']:.2f}x"

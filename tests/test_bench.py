@@ -345,3 +345,19 @@ def test_command_matched_frames(tmp_path, capsys):
     assert "## Equal compute" in (tmp_path / "bench.md").read_text()
     assert main(["bench", "--frames", "8", "--match-frames", "16", "--out", str(tmp_path)]) == 2
     assert "--match-frames must be >= 1 and at most every --frames count; got 16" in capsys.readouterr().err
+
+
+def test_command_chunk_frames_keeps_the_schedule_and_lowers_the_prefill_peak(tmp_path, capsys):
+    """--chunk-frames: the same kept-token schedule as one pass; with FrameFusion (the LLM's tokens cut
+    at the first layers), the vision tower's activations are the prefill's peak, and chunks lower it."""
+    runs = {}
+    for chunk in ([], ["--chunk-frames", "2"]):
+        argv = ["bench", "--model", "qwen2-vl-0.5b-llm", "--vision-depth", "1", "--frames", "8", "--size", "112",
+                "--repeats", "1", "--new-tokens", "1", "--dtype", "float32", "--device", "cpu", "--costs", "0.3",
+                "--out", str(tmp_path), "--json", *chunk]  # fmt: skip
+        assert main(argv) == 0
+        runs[len(chunk)] = json.loads(capsys.readouterr().out)
+    assert runs[2]["meta"]["chunk_frames"] == 2 and runs[0]["meta"]["chunk_frames"] is None
+    for one, chunked in zip(runs[0]["rows"], runs[2]["rows"]):
+        assert one["tokens_per_layer"] == chunked["tokens_per_layer"]
+    assert runs[2]["rows"][1]["peak_tensor_bytes"] < 0.8 * runs[0]["rows"][1]["peak_tensor_bytes"]

@@ -60,6 +60,8 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--match-scope", choices=SCOPES, default="total",
                    help="what equal compute counts: total (the vision tower too) or llm (the LLM prefill)")
+    p.add_argument("--chunk-frames", type=int, default=None, metavar="K",
+                   help="run the vision tower over at most K frames at a time (framefusion.chunked_vision)")
     p.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
     p.add_argument("--new-tokens", type=int, default=16, help="tokens decoded after the prefill")
     p.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md and plots")
@@ -239,7 +241,13 @@ def run(args) -> int:
         model, processor, videos, settings, args.repeats, args.new_tokens, on_measure=lambda m: say(m.line()),
         settings_for=settings_for, budget="token-layers" if not plans else "flops",
     )  # fmt: skip
-    rows = _measure(bench_run, meta, args.out, say)
+    meta["chunk_frames"] = args.chunk_frames
+    with contextlib.ExitStack() as stack:
+        if args.chunk_frames is not None:
+            from ..chunking import chunked_vision
+
+            stack.enter_context(chunked_vision(model, args.chunk_frames))
+        rows = _measure(bench_run, meta, args.out, say)
     meta["complete"] = True
     if plans:
         meta["matched"] = bench.matched_rows(rows, plans, args.match_frames)

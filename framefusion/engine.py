@@ -374,6 +374,7 @@ class FrameFusionHandle:
             decisions,
             call.timer,
             call.offset,
+            self.budget,
         )
         self._store_report(report)
 
@@ -400,6 +401,7 @@ class FrameFusionHandle:
             reduction_seconds=0.0,
             kept_positions=kept,
             decisions=[[] for _ in range(batch)],
+            budget=self.budget,
         )
         return PendingReport.ready(report)
 

@@ -46,13 +46,15 @@ class ReductionReport:
     reduction_seconds: float
     kept_positions: list[list[int]] = field(default_factory=list)  # per sample: sequence positions still there
     decisions: list[list[Decision]] = field(default_factory=list)  # per sample, for replay and pictures
+    budget: str = "token-layers"  # what the costs are shares of: "token-layers" or "flops" (apply's budget)
 
     def summary(self) -> str:
         lines = [f"{self.method}: {self.num_layers} layers, reduction {self.reduction_seconds * 1000:.1f} ms"]
         for i, (n, per_layer, cost) in enumerate(
             zip(self.vision_tokens, self.vision_tokens_per_layer, self.achieved_cost)
         ):
-            lines.append(f"  sample {i}: {n} video tokens, per layer {per_layer}, achieved cost {cost:.3f}")
+            unit = " (of the video tokens' FLOPs)" if self.budget == "flops" else ""
+            lines.append(f"  sample {i}: {n} video tokens, per layer {per_layer}, achieved cost {cost:.3f}{unit}")
         return "\n".join(lines)
 
 
@@ -115,6 +117,7 @@ def pending_report(
     decisions: list[list[Decision]],
     timer: ReductionTimer,
     offset: int = 0,
+    budget: str = "token-layers",
 ) -> PendingReport:
     """The report of one prefill, read from the engine's books: per sample its ledger (None for a
     row without video), its kept positions (m,) on the device, relative to ``offset``, and its
@@ -133,6 +136,7 @@ def pending_report(
             reduction_seconds=timer.total(),
             kept_positions=[(k + offset).cpu().tolist() for k in kept],
             decisions=[[d.cpu() for d in ds] for ds in decisions],
+            budget=budget,
         )
 
     return PendingReport(build)

@@ -11,6 +11,8 @@
 #                                      # (the run tool: carry=[".whl"], timeout_s=600)
 #   SMOKE=1 PYTHON=.venv/bin/python bash scripts/gpu_bench.sh
 #                                      # the same commands at a tiny size on this CPU: checks the flags
+#   MATCHED=1 bash scripts/gpu_bench.sh
+#                                      # instead: equal compute (issue 17), 32 frames for the price of 16
 #
 # Everything lands under $OUT (default outputs/gpu_bench) as it goes: gpu_bench.log (all that is
 # printed) and frames_N/ (bench.json, bench.md, plots). Each bench has its own timeout, so one slow
@@ -56,6 +58,22 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "transformer
       "cuda", torch.cuda.is_available(), "framefusion from", framefusion.__file__)' || exit 2
 
 status=0
+if [[ "${MATCHED:-0}" == 1 ]]; then
+    # Issue 17 on a GPU, instead of the two benches above: 32 frames for the compute of 16 untouched
+    # (FLOP-priced plan, the vision tower counted), the full 32-block tower of the 7B config, one pass
+    # and with the tower over 8 frames at a time. MATCHED=1 bash scripts/gpu_bench.sh
+    if [[ "${SMOKE:-0}" == 1 ]]; then MATCH=(--frames 4 --match-frames 2 --vision-depth 1); else MATCH=(--frames 32 --match-frames 16); fi
+    for chunk in "" 8; do
+        echo "== $(date -u +%T) equal compute ${MATCH[*]} chunk=${chunk:-none} (timeout ${LIMITS[0]} s)"
+        timeout --kill-after=15 "${LIMITS[0]}" "$PY" -m framefusion.cli bench "${SHAPE[@]}" --attn sdpa \
+            "${MATCH[@]}" --baselines vidcom2 ${chunk:+--chunk-frames "$chunk"} --out "$OUT/matched_${chunk:-one_pass}"
+        rc=$?
+        echo "== $(date -u +%T) exit $rc"
+        ((rc == 0)) || status=1
+    done
+    for table in "$OUT"/matched_*/bench.md; do [[ -f "$table" ]] && { echo "== $table"; cat "$table"; }; done
+    exit "$status"
+fi
 for i in "${!FRAMES[@]}"; do
     frames=${FRAMES[$i]}
     echo "== $(date -u +%T) bench, $frames frames (timeout ${LIMITS[$i]} s)"

@@ -164,7 +164,9 @@ def test_a_planned_run_costs_no_more_than_the_matched_one_and_within_one_percent
     plan = plan_frames(model, make_inputs, wanted, 16, processor=processor, scope=scope)
     with ff.apply(model, method(cost=plan.cost), processor=processor, budget="flops") as handle, torch.inference_mode():
         model.generate(**make_inputs(wanted), max_new_tokens=2, do_sample=False)
-    counts = handle.last_report().vision_tokens_per_layer[0]
+    report = handle.last_report()
+    counts = report.vision_tokens_per_layer[0]
+    assert report.budget == "flops" and "achieved cost" in report.summary() and "(of the video tokens' FLOPs)" in report.summary()
     spent = plan.flops(counts)
     assert spent <= plan.target_flops * (1 + 1e-12)
     assert spent >= 0.99 * plan.target_flops, (counts, spent / plan.target_flops)

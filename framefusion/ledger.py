@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .algorithm import TokenBudget
+from .algorithm.budget import PRICE_ROUNDING
 from .methods.base import LayerInput, Reduction, ReductionMethod
 
 __all__ = ["BudgetExceededError", "Ledger"]
 
-# token-layer slack for float rounding of cost * layers * tokens
-_ROUNDING = 1e-9
+_ROUNDING = PRICE_ROUNDING  # token-layer slack for float rounding of cost * layers * tokens (and of prices)
 
 
 class BudgetExceededError(RuntimeError):

@@ -21,7 +21,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["BudgetView", "TokenBudget"]
+__all__ = ["BudgetView", "PRICE_ROUNDING", "TokenBudget"]
+
+PRICE_ROUNDING = 1e-9  # token-layer slack (per token-layer of the whole budget) for float rounding
 
 
 @dataclass
@@ -145,4 +147,8 @@ class BudgetView:
 
     def affords(self, count: int, layers: int = 1) -> bool:
         """Whether ``count`` tokens at the next ``layers`` layers (from ``layer`` on) fit."""
-        return self.price(count) * layers <= self.remaining()
+        if not self.priced:
+            return count * layers <= self.remaining()
+        # float prices: the same slack the ledger allows when it charges (a plan made to spend exactly
+        # the remainder must afford it, not miss it by a rounding)
+        return self.price(count) * layers <= self.remaining() + PRICE_ROUNDING * self.num_tokens * self.num_layers

@@ -20,21 +20,11 @@ from framefusion import FrameFusion
 from framefusion.adapters import UnsupportedModelError
 from framefusion.adapters.base import Adapter
 from framefusion.tiny_models import make_synthetic_video
-from framefusion.tiny_models.zoo import build, video_inputs
+from framefusion.tiny_models.zoo import TINY_FAMILIES, build, video_inputs
 from framefusion.tools.evaluate import vision_features_reused
 from framefusion.tools.memory import LiveTensorMemory
 
-FAMILIES = [
-    "qwen2_vl",
-    "qwen2_5_vl",
-    "qwen3_vl",
-    "glm4v",
-    "internvl",
-    "llava_onevision",
-    "llava_next_video",
-    "video_llava",
-    "smolvlm",
-]
+FAMILIES = sorted(TINY_FAMILIES)  # every family that has a tiny model
 GRID = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "glm4v"}  # flattened patches + video_grid_thw, temporal patch 2
 LLAVA = {"llava_onevision", "llava_next_video", "video_llava"}  # one stacked tensor: equal frame counts
 _MODELS: dict = {}

@@ -35,8 +35,8 @@ from torch import nn
 
 from .adapters import Adapter, VideoLayout, adapter_for
 from .cache_book import CacheBook, book_of, true_length, write_book
-from .flops import FlopPrice
 from .calls import Call, Sample, Step
+from .flops import FlopPrice
 from .generation import Generation, every_nth_row, row_repeats, wrap_generate
 from .masks import causal_mask, continuation_mask
 from .methods import FrameFusion, ReductionMethod, Replay

@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .algorithm import TokenBudget
-from .algorithm.budget import PRICE_ROUNDING
+from .algorithm.budget import ROUNDING
 from .methods.base import LayerInput, Reduction, ReductionMethod
 
 __all__ = ["BudgetExceededError", "Ledger"]
-
-_ROUNDING = PRICE_ROUNDING  # token-layer slack for float rounding of cost * layers * tokens (and of prices)
 
 
 class BudgetExceededError(RuntimeError):
@@ -48,7 +46,7 @@ class Ledger:
         """The layer being decided runs with ``count`` vision tokens."""
         books = self.books
         price = books.price_of(count)
-        if self.method.cost is not None and price > books.remaining() + _ROUNDING * books.num_tokens * books.num_layers:
+        if self.method.cost is not None and price > books.remaining() + ROUNDING * books.num_tokens * books.num_layers:
             unit, priced = ("token-layers", "") if books.price is None else ("priced token-layers", f" (price {price:.1f})")
             raise BudgetExceededError(
                 f"{self.method.name} left {count} video tokens{priced} at layer {books.layer}, but its "

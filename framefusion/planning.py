@@ -28,11 +28,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .flops import layer_flops
+from .flops import FlopPrice, layer_flops
 
-__all__ = ["FramePlan", "PromptCompute", "SCOPES", "measure_prompt", "plan_cost", "plan_frames"]
+__all__ = ["FramePlan", "PromptCompute", "SCOPES", "describe_plan", "measure_prompt", "plan_cost", "plan_frames"]
 
-SCOPES = ("total", "llm")
+SCOPE_NAMES = {"total": "vision tower + LLM prefill", "llm": "LLM prefill"}  # what each scope counts
+SCOPES = tuple(SCOPE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,6 @@ class FramePlan:
     target_flops: float  # matched untouched, in the scope
     config: Any = field(repr=False, compare=False)  # the LLM's config (for the FLOP formulas)
 
-    @property
-    def multiple(self) -> float:
-        return self.wanted.frames / self.matched.frames
-
     def flops(self, vision_per_layer: Sequence[int], text_tokens: int | None = None) -> float:
         """The wanted prompt's compute (in the scope) when layer i runs with ``vision_per_layer[i]``
         vision tokens: what a reduced run actually cost, from its report's per-layer counts
@@ -77,13 +74,12 @@ class FramePlan:
         untouched at the matched frames. At most 1 for a run under the plan's cost, whatever its text."""
         text = self.wanted.text_tokens if text_tokens is None else text_tokens
         matched_text = text + self.matched.text_tokens - self.wanted.text_tokens
-        target = self.layers * layer_flops(self.config, matched_text + self.matched.vision_tokens)
-        target += self.matched.vision_flops if self.scope == "total" else 0.0
+        target = _untouched(self.config, self.layers, self.scope, self.matched, matched_text)
         return self.flops(vision_per_layer, text) / target
 
     def untouched_flops(self) -> float:
         """The wanted prompt untouched: what m x F frames cost without reduction."""
-        return self.flops([self.wanted.vision_tokens] * self.layers)
+        return _untouched(self.config, self.layers, self.scope, self.wanted, self.wanted.text_tokens)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "config"}
@@ -91,23 +87,32 @@ class FramePlan:
         return out
 
     def describe(self) -> str:
-        w, m = self.wanted, self.matched
-        scope = "vision tower + LLM prefill" if self.scope == "total" else "LLM prefill only"
-        return (
-            f"{w.frames} frames ({w.vision_tokens} video tokens) for the compute of {m.frames} untouched "
-            f"({m.vision_tokens} tokens), {scope}: {self.target_flops / 1e9:.3g} GFLOP; unreduced {w.frames} frames "
-            f"would cost {self.untouched_flops() / self.target_flops:.2f}x that; FLOP-priced cost {self.cost:.4f}"
-        )
+        return describe_plan(self.as_dict())
+
+
+def describe_plan(plan: dict[str, Any]) -> str:
+    """One line for a plan (``FramePlan.as_dict()``, as run, eval and bench keep it)."""
+    w, m = plan["wanted"], plan["matched"]
+    return (
+        f"{w['frames']} frames ({w['vision_tokens']} video tokens) for the compute of {m['frames']} untouched "
+        f"({m['vision_tokens']} tokens), {SCOPE_NAMES[plan['scope']]}: {plan['target_flops'] / 1e9:.4g} GFLOP; "
+        f"unreduced {w['frames']} frames would cost {plan['untouched_flops'] / plan['target_flops']:.2f}x that; "
+        f"FLOP-priced cost {plan['cost']:.4f}"
+    )
+
+
+def _untouched(config: Any, layers: int, scope: str, prompt: PromptCompute, text_tokens: int) -> float:
+    """``prompt``'s compute in the scope with every video token at every layer, beside ``text_tokens``."""
+    llm = layers * layer_flops(config, text_tokens + prompt.vision_tokens)
+    return llm + (prompt.vision_flops if scope == "total" else 0.0)
 
 
 def _fixed_and_target(config: Any, wanted: PromptCompute, matched: PromptCompute, layers: int, scope: str):
     """(FLOPs the wanted prompt spends whatever the reduction, FLOPs its vision tokens add at full
     count, the target): the three terms of the module docstring's equation."""
-    vision = scope == "total"
-    fixed = layers * layer_flops(config, wanted.text_tokens) + (wanted.vision_flops if vision else 0.0)
-    full = layers * (layer_flops(config, wanted.text_tokens + wanted.vision_tokens) - layer_flops(config, wanted.text_tokens))
-    target = layers * layer_flops(config, matched.text_tokens + matched.vision_tokens) + (matched.vision_flops if vision else 0.0)
-    return fixed, full, target
+    fixed = layers * layer_flops(config, wanted.text_tokens) + (wanted.vision_flops if scope == "total" else 0.0)
+    full = layers * FlopPrice(config, wanted.text_tokens, wanted.vision_tokens).flops(wanted.vision_tokens)
+    return fixed, full, _untouched(config, layers, scope, matched, matched.text_tokens)
 
 
 def plan_cost(

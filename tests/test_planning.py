@@ -21,7 +21,7 @@ from framefusion.algorithm import TokenBudget
 from framefusion.flops import FlopPrice, layer_flops
 from framefusion.ledger import BudgetExceededError, Ledger
 from framefusion.planning import PromptCompute, measure_prompt, plan_cost, plan_frames
-from framefusion.tools.evaluate import spread_frames
+from framefusion.tools.video import spread_frames
 
 SETTINGS = dict(deadline=None, derandomize=True, max_examples=60)
 

@@ -21,9 +21,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["BudgetView", "PRICE_ROUNDING", "TokenBudget"]
+__all__ = ["BudgetView", "ROUNDING", "TokenBudget"]
 
-PRICE_ROUNDING = 1e-9  # token-layer slack (per token-layer of the whole budget) for float rounding
+# token-layer slack, per token-layer of the whole budget, for float rounding of cost * layers * tokens
+# and of prices: the ledger allows it when it charges, a priced view when it decides
+ROUNDING = 1e-9
 
 
 @dataclass
@@ -151,4 +153,4 @@ class BudgetView:
             return count * layers <= self.remaining()
         # float prices: the same slack the ledger allows when it charges (a plan made to spend exactly
         # the remainder must afford it, not miss it by a rounding)
-        return self.price(count) * layers <= self.remaining() + PRICE_ROUNDING * self.num_tokens * self.num_layers
+        return self.price(count) * layers <= self.remaining() + ROUNDING * self.num_tokens * self.num_layers

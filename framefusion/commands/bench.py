@@ -11,10 +11,9 @@ import sys
 import threading
 from datetime import datetime, timezone
 
-from ..planning import SCOPES
 from ..registry import MethodChoices, check_method_name, config_for, method_names
 from ..tools.timing import timing_caveat
-from .common import add_config_arguments, check_size, config_from
+from .common import add_chunk_argument, add_config_arguments, add_match_arguments, check_match_frames, check_size, config_from
 
 HELP = "speed, memory and compute: untouched vs FrameFusion (and baselines) side by side, as ratios"
 
@@ -53,15 +52,10 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--vision-depth", type=int, default=None, help="vision blocks of a shipped config; without it, the config's"
     )
-    p.add_argument(
-        "--match-frames", type=int, default=None, metavar="F",
-        help="equal compute: run the methods at each --frames count with the cost planned for the compute of F "
-        "frames untouched (FLOP-priced; --costs is not used), and compare them with the untouched model at F",
-    )
-    p.add_argument("--match-scope", choices=SCOPES, default="total",
-                   help="what equal compute counts: total (the vision tower too) or llm (the LLM prefill)")
-    p.add_argument("--chunk-frames", type=int, default=None, metavar="K",
-                   help="run the vision tower over at most K frames at a time (framefusion.chunked_vision)")
+    add_match_arguments(p, "equal compute: run the methods at each --frames count with the cost planned for the "
+                           "compute of F frames untouched (FLOP-priced; --costs is not used), and compare them with "
+                           "the untouched model at F")  # fmt: skip
+    add_chunk_argument(p)
     p.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
     p.add_argument("--new-tokens", type=int, default=16, help="tokens decoded after the prefill")
     p.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md and plots")
@@ -102,14 +96,12 @@ def _matched_settings(args, model, processor, videos: dict, say) -> tuple[dict, 
     """With --match-frames F: the untouched model alone at F; at each wanted count, untouched and each
     method at its planned cost. Returns (settings per frame count, plan per wanted count)."""
     from ..planning import plan_frames
-    from ..tiny_models.zoo import video_message
+    from ..tools.bench import QUESTION, prompt_inputs
 
     device = next(model.parameters()).device
 
     def inputs_for(n: int):
-        conversation = [video_message("Describe what happens in this video.", videos[n])]
-        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
-                                             return_dict=True, return_tensors="pt").to(device)  # fmt: skip
+        return prompt_inputs(processor, QUESTION, videos[n], device)
 
     settings_for, plans = {args.match_frames: [("untouched", None)]}, {}
     for wanted in sorted(set(args.frames) - {args.match_frames}):
@@ -125,32 +117,21 @@ def _videos(args) -> dict:
     """Frames for each frame count; read before any model is built, so a bad video fails at once.
     With --match-frames: one clip of the most frames, each count an evenly spread subset of it."""
     from ..tiny_models import make_synthetic_video, read_video
+    from ..tools.video import resize_video, spread_frames
 
-    videos = {}
-    if args.match_frames is not None:
-        from ..tools.evaluate import spread_frames
-
-        if args.match_frames < 1 or any(f < args.match_frames for f in args.frames):
-            raise ValueError(f"--match-frames must be >= 1 and at most every --frames count; got {args.match_frames} "
-                             f"with --frames {args.frames}")  # fmt: skip
-        most = max(args.frames)
+    def clip(frames: int):
         if args.video:
-            from ..tools.video import resize_video
+            return resize_video(read_video(args.video, num_frames=frames), args.size)
+        return make_synthetic_video(num_frames=frames, size=args.size, seed=frames)
 
-            clip = resize_video(read_video(args.video, num_frames=most), args.size)
-        else:
-            clip = make_synthetic_video(num_frames=most, size=args.size, seed=most)
-        return {f: spread_frames(clip, f) for f in sorted({args.match_frames, *args.frames})}
     for f in args.frames:
         if f < 1:
             raise ValueError(f"--frames must be >= 1, got {f}")
-        if args.video:
-            from ..tools.video import resize_video
-
-            videos[f] = resize_video(read_video(args.video, num_frames=f), args.size)
-        else:
-            videos[f] = make_synthetic_video(num_frames=f, size=args.size, seed=f)
-    return videos
+    if args.match_frames is not None:
+        check_match_frames(args.match_frames, args.frames)
+        most = clip(max(args.frames))
+        return {f: spread_frames(most, f) for f in sorted({args.match_frames, *args.frames})}
+    return {f: clip(f) for f in args.frames}
 
 
 def _load(args, dtype, device: str):

@@ -25,6 +25,33 @@ def check_size(size: int) -> None:
         raise ValueError(f"--size must be a positive multiple of 28 (patch 14 x merge 2), e.g. 112 or 448, got {size}")
 
 
+# ------------------------------------------------------------------ equal compute, long videos (run, eval, bench)
+def add_match_arguments(p: argparse.ArgumentParser, match_help: str) -> None:
+    """--match-frames F (``match_help`` says what the command does with it) and --match-scope."""
+    from ..planning import SCOPES
+
+    p.add_argument("--match-frames", type=int, default=None, metavar="F", help=match_help)
+    p.add_argument("--match-scope", choices=SCOPES, default="total",
+                   help="what equal compute counts: total (the vision tower too, default) or llm (the LLM prefill)")  # fmt: skip
+
+
+def add_chunk_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chunk-frames", type=int, default=None, metavar="K",
+                   help="long videos: run the vision tower over at most K frames at a time (framefusion.chunked_vision: "
+                        "the same features; its memory follows K, not the video)")  # fmt: skip
+
+
+def check_match_frames(match_frames: int | None, frames: list[int] | None) -> None:
+    """--match-frames F needs --frames counts, each at least F (eval, bench)."""
+    if match_frames is None:
+        return
+    if not frames:
+        raise ValueError("--match-frames F needs --frames: the frame counts to run at the compute of F")
+    if match_frames < 1 or any(f < match_frames for f in frames):
+        raise ValueError(f"--match-frames must be >= 1 and at most every --frames count; got {match_frames} "
+                         f"with --frames {frames}")  # fmt: skip
+
+
 # ------------------------------------------------------------------ loading a model (every command)
 MODEL_HELP = (
     "tiny:FAMILY (a tiny model, random weights, e.g. tiny:llava_onevision), a shipped config name "

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..planning import SCOPES
 from ..registry import MethodChoices, check_method_name, config_for
-from .common import add_model_arguments, check_model_arguments, model_options
+from .common import add_match_arguments, add_model_arguments, check_match_frames, check_model_arguments, model_options
 
 HELP = "accuracy vs budget on video QA (default: the shipped trained model on the synthetic test split)"
 
@@ -34,12 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--count", type=int, default=200, help="synthetic test questions (default 200)")
     p.add_argument("--frames", type=int, nargs="+", default=None,
                    help="frames per video (default: as trained); with --match-frames, the frame counts wanted")
-    p.add_argument("--match-frames", type=int, default=None, metavar="F",
-                   help="equal compute: run each method at every --frames count with the cost at which it costs no "
-                        "more than F frames untouched (planned per count; --costs is not used); the untouched "
-                        "reference sees F frames of each clip, the clip being made of (or read at) the most frames")
-    p.add_argument("--match-scope", choices=SCOPES, default="total",
-                   help="what equal compute counts: total (the vision tower too, default) or llm (the LLM prefill)")
+    add_match_arguments(p, "equal compute: run each method at every --frames count with the cost at which it costs no "
+                           "more than F frames untouched (planned per count; --costs is not used); the untouched "
+                           "reference sees F frames of each clip, the clip being made of (or read at) the most frames")
     p.add_argument("--costs", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="budgets, each in (0, 1]")
     p.add_argument("--methods", nargs="+", default=["framefusion", "fastv", "random"], choices=METHODS, type=check_method_name,
                    help="methods to run at every budget")  # fmt: skip
@@ -113,12 +109,7 @@ def _check(args) -> None:
         raise ValueError(f"--frames must each be >= 1, got {frames}")
     if args.match_frames is None and len(frames) > 1:
         raise ValueError(f"--frames takes one count unless --match-frames is given; got {frames}")
-    if args.match_frames is not None:
-        if not frames:
-            raise ValueError("--match-frames F needs --frames: the frame counts to run at the compute of F")
-        if args.match_frames < 1 or any(f < args.match_frames for f in frames):
-            raise ValueError(f"--match-frames must be >= 1 and at most every --frames count; got {args.match_frames} "
-                             f"with --frames {frames}")  # fmt: skip
+    check_match_frames(args.match_frames, frames)
     if args.resamples < 1:
         raise ValueError(f"--resamples must be >= 1, got {args.resamples}")
 

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import json
 
+from ..planning import describe_plan
 from ..tools.answer import DEFAULT_FRAMES, MAX_FPS_FRAMES, VideoAnswer, ask
 from ..tools.timing import spread_cell, timing_caveat
-from ..planning import SCOPES
-from .common import add_config_arguments, add_model_arguments, check_model_arguments, config_from, model_options
+from .common import (
+    add_chunk_argument,
+    add_config_arguments,
+    add_match_arguments,
+    add_model_arguments,
+    check_model_arguments,
+    config_from,
+    model_options,
+)
 
 HELP = "answer a question about a video with FrameFusion (--compare: and untouched), side by side"
 
@@ -60,12 +68,7 @@ def format_result(result: VideoAnswer) -> str:
     width = max(len(n) for n in cols)
     lines += [f"  answer, {n:{width}}: {result.answers[n]!r}" for n in cols]
     if result.plan is not None:
-        plan = result.plan
-        scope = "vision tower + LLM prefill" if plan["scope"] == "total" else "LLM prefill"
-        lines += ["", f"  equal compute: {plan['wanted']['frames']} frames for the compute of {plan['matched']['frames']} "
-                      f"untouched ({scope}): target {plan['target_flops'] / 1e9:.4g} GFLOP, planned cost "
-                      f"{plan['cost']:.4f} (FLOP-priced); this run spent {result.spent:.4f}x the target "
-                      f"(unreduced: {plan['untouched_flops'] / plan['target_flops']:.2f}x)"]  # fmt: skip
+        lines += ["", f"  equal compute: {describe_plan(result.plan)}; this run spent {result.spent:.4f}x the target"]
     caveat = timing_caveat(runs.values())
     return "\n".join(lines + ([f"  {caveat}"] if caveat else []))
 
@@ -95,21 +98,12 @@ def add_input_arguments(p) -> None:
     add_config_arguments(p)
 
 
-def add_match_arguments(p) -> None:
-    p.add_argument("--match-frames", type=int, default=None, metavar="F",
-                   help="equal compute: set the cost so that --frames frames cost no more than F of them untouched "
-                        "(FLOP-priced budget; --cost is not used)")
-    p.add_argument("--match-scope", choices=SCOPES, default="total",
-                   help="what equal compute counts: total (the vision tower too, default) or llm (the LLM prefill)")
-    p.add_argument("--chunk-frames", type=int, default=None, metavar="K",
-                   help="long videos: run the vision tower over at most K frames at a time (the same features; "
-                        "its memory follows K, not the video)")
-
-
 def add_arguments(p) -> None:
     add_model_arguments(p)
     add_input_arguments(p)
-    add_match_arguments(p)
+    add_match_arguments(p, "equal compute: set the cost so that --frames frames cost no more than F of them untouched "
+                           "(FLOP-priced budget; --cost is not used)")
+    add_chunk_argument(p)
     p.add_argument("--compare", action="store_true", help="also answer with the untouched model, side by side")
     p.add_argument("--max-new-tokens", type=int, default=32, help="most tokens to generate")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations (1 token each)")

@@ -17,7 +17,7 @@ import math
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -343,13 +343,7 @@ def answer_video(
     so that the video's frames cost no more than F of them untouched (``match_scope``: counting the vision
     tower or not); the plan and what the run spent go into the result. ``chunk_frames``: the vision tower
     runs over at most that many frames at a time (:func:`framefusion.chunked_vision`; same answers)."""
-    if chunk_frames is not None:
-        from ..chunking import chunked_vision
-
-        with chunked_vision(loaded.model, chunk_frames):
-            return answer_video(loaded, video, question, config, video_name=video_name, compare=compare,
-                                max_new_tokens=max_new_tokens, warmup=warmup, repeats=repeats, progress=progress,
-                                match_frames=match_frames, match_scope=match_scope)  # fmt: skip
+    from ..chunking import chunked_vision
     from ..config import FrameFusionConfig
     from .video import VideoClip
 
@@ -361,14 +355,15 @@ def answer_video(
         raise ValueError("the question is empty: ask something about the video")
     config = config or FrameFusionConfig()
     plan = None
-    if match_frames is not None:
-        plan = _plan(loaded, frames, question, match_frames, match_scope)
-        config = config.with_cost(plan.cost)
-    inputs = _prompt_inputs(loaded, frames, question)
-    for _ in range(warmup):
-        generate_tokens(loaded.model, inputs, 1)
-    rounds = _timed_rounds(loaded, inputs, config, compare=compare, max_new_tokens=max_new_tokens,
-                           repeats=repeats, progress=progress, budget="token-layers" if plan is None else "flops")  # fmt: skip
+    with nullcontext() if chunk_frames is None else chunked_vision(loaded.model, chunk_frames):
+        if match_frames is not None:
+            plan = _plan(loaded, frames, question, match_frames, match_scope)
+            config = config.with_cost(plan.cost)
+        inputs = _prompt_inputs(loaded, frames, question)
+        for _ in range(warmup):
+            generate_tokens(loaded.model, inputs, 1)
+        rounds = _timed_rounds(loaded, inputs, config, compare=compare, max_new_tokens=max_new_tokens, repeats=repeats,
+                               progress=progress, budget="token-layers" if plan is None else "flops")  # fmt: skip
     answer = _video_answer(loaded, clip, frames, video_name, question, config, inputs, rounds, repeats)
     if plan is not None:
         answer.plan = plan.as_dict()
@@ -379,7 +374,7 @@ def answer_video(
 def _plan(loaded: LoadedModel, frames, question: str, match_frames: int, scope: str):
     """The equal-compute plan for this prompt: all of ``frames`` for the compute of ``match_frames`` of them."""
     from ..planning import plan_frames
-    from .evaluate import spread_frames
+    from .video import spread_frames
 
     def make_inputs(n: int):
         return _prompt_inputs(loaded, spread_frames(frames, n), question)

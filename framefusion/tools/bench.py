@@ -32,7 +32,7 @@ import torch
 from ..engine import apply
 from ..flops import flop_ratio
 from .compare import pyplot
-from .memory import LiveTensorMemory
+from .memory import LiveTensorMemory, kv_cache_layers
 
 __all__ = [
     "BenchRow",
@@ -256,12 +256,7 @@ def output_cache(output):
 
 
 def _kv_bytes(cache) -> int:
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
-    return total
+    return sum(layer["bytes"] for layer in kv_cache_layers(cache))
 
 
 def _language_model(model):
@@ -329,6 +324,17 @@ class _FrameSamples:
         )
 
 
+QUESTION = "Describe what happens in this video."  # the prompt every bench asks
+
+
+def prompt_inputs(processor, question: str, video: np.ndarray, device):
+    """The processor's inputs for one question about ``video``, through its chat template, on ``device``."""
+    from ..tiny_models.zoo import video_message
+
+    return processor.apply_chat_template([video_message(question, video)], add_generation_prompt=True, tokenize=True,
+                                         return_dict=True, return_tensors="pt").to(device)  # fmt: skip
+
+
 class BenchRun:
     """One benchmark: every setting (the untouched model first) on the same inputs, interleaved
     round by round after a warm-up round, for each frame count.
@@ -346,7 +352,7 @@ class BenchRun:
         settings: Sequence[tuple[str, Any]],
         repeats: int = 3,
         new_tokens: int = 16,
-        question: str = "Describe what happens in this video.",
+        question: str = QUESTION,
         on_measure: Callable[[Measurement], None] | None = None,
         settings_for: dict[int, Sequence[tuple[str, Any]]] | None = None,
         budget: str = "token-layers",
@@ -388,15 +394,8 @@ class BenchRun:
         return [row for state in self._measured.values() for row in state.rows(text_config)]
 
     def _run_frames(self, frames: int, video: np.ndarray, timer: _LLMTimer, bar) -> None:
-        from ..tiny_models.zoo import video_message
-
-        conversation = [video_message(self.question, video)]
-
         def prepare():
-            inputs = self.processor.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-            )
-            return inputs.to(self._device)
+            return prompt_inputs(self.processor, self.question, video, self._device)
 
         ids = prepare()["input_ids"]
         state = self._measured[frames] = _FrameSamples(

@@ -42,9 +42,10 @@ import torch
 
 from ..adapters.base import InstanceAttribute
 from ..engine import apply
+from ..planning import describe_plan
 from .compare import config_dict, method_label, pyplot, save_figure, sweep
 from .loading import training_info
-from .video import as_uint8_video
+from .video import as_uint8_video, spread_frames
 
 __all__ = [
     "QAItem",
@@ -65,7 +66,6 @@ __all__ = [
     "plot_accuracy",
     "question_inputs",
     "shard_indices",
-    "spread_frames",
     "synthetic_test_set",
     "vision_features_reused",
     "write_tables",
@@ -220,18 +220,6 @@ def _call_key(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple:
         else:
             key.append((name, id(value)))
     return tuple(key)
-
-
-def spread_frames(video: np.ndarray, frames: int | None) -> np.ndarray:
-    """``frames`` of the (T, ...) ``video`` evenly spread, the first always among them (frame
-    ``i * T // frames``: for T = 64, 16 frames are every 4th and 32 every 2nd, so fewer frames are a
-    subset of more); None: all of them."""
-    total = len(video)
-    if frames is None or frames == total:
-        return video
-    if not 1 <= frames <= total:
-        raise ValueError(f"cannot show {frames} frames of a {total}-frame clip; allowed: 1 to {total}")
-    return video[np.arange(frames) * total // frames]
 
 
 def question_inputs(model, processor, chunk: Sequence[QAItem], videos: Sequence[np.ndarray] | None = None,
@@ -661,12 +649,8 @@ def _plan_lines(rows: Sequence[dict]) -> list[str]:
     for r in rows:
         plan, spent = r.get("plan"), r.get("flops_vs_target")
         if plan and spent:
-            scope = "vision tower + LLM prefill" if plan["scope"] == "total" else "LLM prefill"
-            lines.append(
-                f"- {r['label']}: {plan['wanted']['frames']} frames for the compute of {plan['matched']['frames']} "
-                f"untouched ({scope}, {plan['target_flops'] / 1e9:.3g} GFLOP); FLOP-priced cost {plan['cost']:.4f}; "
-                f"spent {spent['mean']:.4f}x the target on average ({spent['min']:.4f} to {spent['max']:.4f})"
-            )
+            lines.append(f"- {r['label']}: {describe_plan(plan)}; spent {spent['mean']:.4f}x the target on average "
+                         f"({spent['min']:.4f} to {spent['max']:.4f})")  # fmt: skip
     return ["", "Equal compute:", *lines] if lines else []
 
 

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 
 from ..chunking import chunked_vision
-from .memory import LiveTensorMemory
+from .memory import LiveTensorMemory, kv_cache_layers
 
 __all__ = [
     "highest_rss_bytes",
-    "kv_cache_layers",
     "measure_long_video",
     "peak_rss_bytes",
     "release_freed_memory",
@@ -74,27 +73,27 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def rss_bytes() -> int | None:
-    """Resident set size of this process now (VmRSS), None where /proc is not there."""
+def _status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes, None where /proc is not there."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
 
 
+def rss_bytes() -> int | None:
+    """Resident set size of this process now (VmRSS), None where /proc is not there."""
+    return _status_bytes("VmRSS")
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process since start or the last :func:`reset_peak_rss` (VmHWM), else
     ``resource.getrusage``'s ``ru_maxrss`` (the whole process's)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def tensor_bytes(value: Any) -> int:
@@ -114,16 +113,6 @@ def tensor_bytes(value: Any) -> int:
 
     walk(value)
     return sum(seen.values())
-
-
-def kv_cache_layers(cache) -> list[dict[str, int]]:
-    """Per decoder layer of a KV cache: ``bytes`` held by its key and value tensors and ``tokens`` cached."""
-    rows = []
-    for layer in getattr(cache, "layers", []):
-        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        size = sum(t.numel() * t.element_size() for t in (keys, values) if isinstance(t, torch.Tensor))
-        rows.append(dict(bytes=size, tokens=int(keys.shape[-2]) if isinstance(keys, torch.Tensor) else 0))
-    return rows
 
 
 def measure_long_video(frames: int = 600, chunk: int = 16, cost: float = 0.3, new_tokens: int = 4,

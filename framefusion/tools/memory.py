@@ -23,7 +23,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["LiveTensorMemory", "mib"]
+__all__ = ["LiveTensorMemory", "kv_cache_layers", "mib"]
 
 
 def mib(n_bytes: float) -> float:
@@ -88,3 +88,13 @@ class LiveTensorMemory(TorchDispatchMode):
             if known is not None and known[0] is ref:
                 del self._sizes[key]
                 self.live -= known[1]
+
+
+def kv_cache_layers(cache) -> list[dict[str, int]]:
+    """Per decoder layer of a KV cache: ``bytes`` held by its key and value tensors and ``tokens`` cached."""
+    rows = []
+    for layer in getattr(cache, "layers", []):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        size = sum(t.numel() * t.element_size() for t in (keys, values) if isinstance(t, torch.Tensor))
+        rows.append(dict(bytes=size, tokens=int(keys.shape[-2]) if isinstance(keys, torch.Tensor) else 0))
+    return rows

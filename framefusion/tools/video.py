@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VideoClip", "as_uint8_video", "even_indices", "read_clip", "read_video", "resize_video"]
+__all__ = ["VideoClip", "as_uint8_video", "even_indices", "read_clip", "read_video", "resize_video", "spread_frames"]
 
 VIDEO_FILES = "a video file FFmpeg can decode (e.g. .mp4, .mkv, .webm, .avi, .mov) with a video stream"
 _TEXT_CODECS = ("ansi", "bintext", "xbin", "idf")  # FFmpeg's renderers of text files as pictures
@@ -50,6 +50,18 @@ def even_indices(total: int, count: int) -> np.ndarray:
     """``count`` frame indices spread evenly over ``total`` frames, first and last included (rounded
     ``linspace``; the choice the shipped accuracy numbers were measured with)."""
     return np.linspace(0, total - 1, count).round().astype(int)
+
+
+def spread_frames(video: np.ndarray, frames: int | None) -> np.ndarray:
+    """``frames`` of the (T, ...) ``video`` evenly spread, the first always among them (frame
+    ``i * T // frames``: for T = 64, 16 frames are every 4th and 32 every 2nd, so fewer frames are a
+    subset of more, which :func:`even_indices` does not promise); None: all of them."""
+    total = len(video)
+    if frames is None or frames == total:
+        return video
+    if not 1 <= frames <= total:
+        raise ValueError(f"cannot show {frames} frames of a {total}-frame clip; allowed: 1 to {total}")
+    return video[np.arange(frames) * total // frames]
 
 
 def read_video(path: str | Path, num_frames: int | None = None) -> np.ndarray:
